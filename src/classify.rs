@@ -1,0 +1,319 @@
+//! Classify: window embedding → label probabilities.
+//!
+//! Rules:
+//! - A window's embedding is the re-normalised mean of its keyframes' normalised embeddings
+//!   (mean pooling, as ViFi-CLIP and CLIP4Clip do); [`Aggregation`] is the seam for others.
+//! - Each label's text embedding is the re-normalised mean of its prompts' normalised
+//!   embeddings (CLIP's prompt ensembling). Class names ("dog") go through the templates;
+//!   captions, lines starting with an article ("a person opening a fridge"), are used as
+//!   written, since "a photo of a a person…" would only blur them.
+//! - Scores are cosine × [`LOGIT_SCALE`], softmaxed over the label set: CLIP cosines cluster
+//!   tightly and drift between models, so labels are ranked against each other rather than
+//!   against a raw threshold.
+
+use crate::clip::l2_normalized;
+use crate::Disposition;
+
+/// CLIP's learned temperature, clamped to 100 in training; the exported ONNX towers do not
+/// carry it.
+pub const LOGIT_SCALE: f32 = 100.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    #[error("labels file {path}: cannot read: {reason}")]
+    Read { path: String, reason: String },
+    #[error("labels file {path}, line {line}: {reason}")]
+    Line {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("labels file {path}: no labels (every line is blank or a # comment)")]
+    Empty { path: String },
+}
+
+impl LabelError {
+    pub fn disposition(&self) -> Disposition {
+        Disposition::Stop
+    }
+}
+
+/// One line of the labels file with the prompts that stand for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Label {
+    pub text: String,
+    pub prompts: Vec<String>,
+}
+
+/// Parse a labels file: one label per line, `#` starts a comment line, blank lines are
+/// skipped, surrounding whitespace is trimmed. Duplicates and control characters are errors.
+pub fn parse_labels(text: &str, path: &str) -> Result<Vec<String>, LabelError> {
+    let mut labels: Vec<String> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let label = raw.trim();
+        if label.is_empty() || label.starts_with('#') {
+            continue;
+        }
+        let err = |reason: String| LabelError::Line {
+            path: path.to_string(),
+            line,
+            reason,
+        };
+        if let Some(c) = label.chars().find(|c| c.is_control()) {
+            return Err(err(format!("control character {c:?} in label {label:?}")));
+        }
+        if label.chars().count() > 300 {
+            return Err(err(
+                "label longer than 300 characters; CLIP reads at most 77 tokens".into(),
+            ));
+        }
+        if labels.iter().any(|l| l == label) {
+            return Err(err(format!("duplicate label {label:?}")));
+        }
+        labels.push(label.to_string());
+    }
+    if labels.is_empty() {
+        return Err(LabelError::Empty {
+            path: path.to_string(),
+        });
+    }
+    Ok(labels)
+}
+
+pub fn load_labels(path: &std::path::Path) -> Result<Vec<String>, LabelError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| LabelError::Read {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        LabelError::Line {
+            path: shown.clone(),
+            line,
+            reason: "not valid UTF-8".into(),
+        }
+    })?;
+    parse_labels(&text, &shown)
+}
+
+/// A caption already reads as a sentence; a class name needs a template around it.
+pub fn is_caption(label: &str) -> bool {
+    let lower = label.to_lowercase();
+    ["a ", "an ", "the "].iter().any(|a| lower.starts_with(a))
+}
+
+pub fn prompts_for(label: &str, templates: &[String]) -> Vec<String> {
+    if is_caption(label) {
+        vec![label.to_string()]
+    } else {
+        templates
+            .iter()
+            .map(|t| t.replacen("{}", label, 1))
+            .collect()
+    }
+}
+
+pub fn expand_labels(labels: &[String], templates: &[String]) -> Vec<Label> {
+    labels
+        .iter()
+        .map(|l| Label {
+            text: l.clone(),
+            prompts: prompts_for(l, templates),
+        })
+        .collect()
+}
+
+/// Re-normalised mean of normalised vectors.
+pub fn mean_embedding<'a>(vectors: impl IntoIterator<Item = &'a [f32]>) -> Option<Vec<f32>> {
+    let mut sum: Option<Vec<f32>> = None;
+    for v in vectors {
+        let v = l2_normalized(v.to_vec());
+        match sum.as_mut() {
+            None => sum = Some(v),
+            Some(s) => s.iter_mut().zip(&v).for_each(|(a, b)| *a += b),
+        }
+    }
+    sum.map(l2_normalized)
+}
+
+/// How keyframe embeddings become one window embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aggregation {
+    #[default]
+    Mean,
+}
+
+impl Aggregation {
+    pub fn aggregate(&self, frame_embeddings: &[Vec<f32>]) -> Option<Vec<f32>> {
+        match self {
+            Aggregation::Mean => mean_embedding(frame_embeddings.iter().map(Vec::as_slice)),
+        }
+    }
+}
+
+/// Labels with their (normalised) text embeddings, ready to score windows.
+#[derive(Debug, Clone)]
+pub struct LabelSet {
+    pub labels: Vec<Label>,
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelScore {
+    pub label: String,
+    /// 1-based.
+    pub rank: u32,
+    pub cosine: f32,
+    pub probability: f32,
+}
+
+impl LabelSet {
+    /// `prompt_embedding(prompt)` gives each prompt's embedding; labels average theirs.
+    pub fn build<E>(
+        labels: Vec<Label>,
+        mut prompt_embedding: impl FnMut(&str) -> Result<Vec<f32>, E>,
+    ) -> Result<LabelSet, E> {
+        let mut embeddings = Vec::with_capacity(labels.len());
+        for label in &labels {
+            let prompts: Vec<Vec<f32>> = label
+                .prompts
+                .iter()
+                .map(|p| prompt_embedding(p))
+                .collect::<Result<_, _>>()?;
+            embeddings.push(mean_embedding(prompts.iter().map(Vec::as_slice)).unwrap_or_default());
+        }
+        Ok(LabelSet { labels, embeddings })
+    }
+
+    /// All labels ranked by probability; the caller trims to top-k / min probability.
+    pub fn score(&self, window_embedding: &[f32]) -> Vec<LabelScore> {
+        let cosines: Vec<f32> = self
+            .embeddings
+            .iter()
+            .map(|e| crate::clip::cosine(window_embedding, e))
+            .collect();
+        let probabilities = softmax(&cosines.iter().map(|c| c * LOGIT_SCALE).collect::<Vec<_>>());
+        let mut scores: Vec<LabelScore> = self
+            .labels
+            .iter()
+            .zip(cosines.iter().zip(&probabilities))
+            .map(|(l, (&cosine, &probability))| LabelScore {
+                label: l.text.clone(),
+                rank: 0,
+                cosine,
+                probability,
+            })
+            .collect();
+        scores.sort_by(|a, b| {
+            b.probability
+                .total_cmp(&a.probability)
+                .then_with(|| a.label.cmp(&b.label))
+        });
+        for (i, s) in scores.iter_mut().enumerate() {
+            s.rank = i as u32 + 1;
+        }
+        scores
+    }
+
+    pub fn top(
+        &self,
+        window_embedding: &[f32],
+        top_k: usize,
+        min_probability: f32,
+    ) -> Vec<LabelScore> {
+        self.score(window_embedding)
+            .into_iter()
+            .take(top_k)
+            .filter(|s| s.probability >= min_probability)
+            .collect()
+    }
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / sum) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_file_rules() {
+        let text = "# my labels\n\ndog\n  a person opening a fridge  \n# cat\ncar\n";
+        assert_eq!(
+            parse_labels(text, "l.txt").unwrap(),
+            vec!["dog", "a person opening a fridge", "car"]
+        );
+        let e = parse_labels("dog\ncat\ndog\n", "l.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("duplicate"), "{e}");
+        let e = parse_labels("dog\nca\tt\n", "l.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("control"), "{e}");
+        assert!(matches!(
+            parse_labels("# only\n\n", "l.txt"),
+            Err(LabelError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn captions_are_used_verbatim_class_names_get_templates() {
+        let t = vec![
+            "a photo of a {}.".to_string(),
+            "a video of a {}.".to_string(),
+        ];
+        assert_eq!(
+            prompts_for("dog", &t),
+            vec!["a photo of a dog.", "a video of a dog."]
+        );
+        assert_eq!(
+            prompts_for("a person carrying a ladder", &t),
+            vec!["a person carrying a ladder"]
+        );
+        assert_eq!(prompts_for("dog on the sofa", &t).len(), 2);
+        assert_eq!(prompts_for("The red car", &t), vec!["The red car"]);
+    }
+
+    #[test]
+    fn softmax_ranks_and_sums_to_one() {
+        let set = LabelSet {
+            labels: ["a", "b", "c"]
+                .iter()
+                .map(|t| Label {
+                    text: t.to_string(),
+                    prompts: vec![],
+                })
+                .collect(),
+            embeddings: vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![std::f32::consts::FRAC_1_SQRT_2; 2]],
+        };
+        let s = set.score(&[1.0, 0.1]);
+        assert_eq!(
+            s.iter().map(|x| x.label.as_str()).collect::<Vec<_>>(),
+            vec!["a", "c", "b"]
+        );
+        assert_eq!(s.iter().map(|x| x.rank).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let total: f32 = s.iter().map(|x| x.probability).sum();
+        assert!((total - 1.0).abs() < 1e-5);
+        assert_eq!(set.top(&[1.0, 0.1], 2, 0.0).len(), 2);
+        assert_eq!(set.top(&[1.0, 0.1], 3, 0.5).len(), 1);
+    }
+
+    #[test]
+    fn mean_embedding_is_unit_norm() {
+        let m = mean_embedding([[3.0f32, 0.0].as_slice(), [0.0, 0.5].as_slice()]).unwrap();
+        assert!((m[0] - m[1]).abs() < 1e-6);
+        assert!((m.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+}

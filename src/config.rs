@@ -1,0 +1,475 @@
+//! Configuration: `cliptag.toml` parsed into a raw serde shape, then validated into [`Config`].
+//!
+//! Rules:
+//! - Unknown keys and wrong types are errors that name the key and its line (serde's
+//!   `deny_unknown_fields` plus toml's spans); nothing is silently ignored.
+//! - Relative paths are resolved against the config file's directory, so a unit file
+//!   can point at `/etc/cliptag/cliptag.toml` and keep `labels = "labels.txt"` beside it.
+//! - Secrets (RTSP passwords) are masked by [`mask_uri`] whenever a URI is logged or stored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ingest::Sampling;
+use crate::Disposition;
+
+/// CLIP's own zero-shot template, followed by a small ensemble for video frames.
+/// Averaging normalised prompt embeddings is CLIP's prompt ensembling; frames from
+/// cameras are often blurry or low resolution, hence those variants.
+pub const DEFAULT_PROMPT_TEMPLATES: &[&str] = &[
+    "a photo of a {}.",
+    "a video frame of a {}.",
+    "a blurry photo of a {}.",
+    "a low resolution photo of a {}.",
+    "a photo of the {}.",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: `{key}`{line}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        line: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub fn disposition(&self) -> Disposition {
+        Disposition::Stop
+    }
+}
+
+/// Which ONNX files of a model directory to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelVariant {
+    /// `onnx/vision_model.onnx`, `onnx/text_model.onnx`
+    Fp32,
+    /// `onnx/*_quantized.onnx` (int8 weights)
+    Quantized,
+}
+
+impl ModelVariant {
+    pub fn file_suffix(self) -> &'static str {
+        match self {
+            ModelVariant::Fp32 => "",
+            ModelVariant::Quantized => "_quantized",
+        }
+    }
+}
+
+// ---- raw shape, exactly what the TOML may contain ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    model: RawModel,
+    labels: toml::Spanned<PathBuf>,
+    database: PathBuf,
+    #[serde(default)]
+    sampling: RawSampling,
+    #[serde(default)]
+    window: RawWindow,
+    #[serde(default)]
+    classify: RawClassify,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    dir: PathBuf,
+    #[serde(default = "default_variant")]
+    variant: ModelVariant,
+    /// 0 = all cores.
+    #[serde(default)]
+    threads: usize,
+}
+
+fn default_variant() -> ModelVariant {
+    ModelVariant::Fp32
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSampling {
+    fps: Option<toml::Spanned<f64>>,
+    every_nth_frame: Option<toml::Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    seconds: Option<toml::Spanned<f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClassify {
+    top_k: Option<toml::Spanned<usize>>,
+    min_probability: Option<toml::Spanned<f32>>,
+    prompt_templates: Option<toml::Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: toml::Spanned<String>,
+    uri: toml::Spanned<String>,
+}
+
+// ---- validated shape ----
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub model: ModelConfig,
+    pub labels_path: PathBuf,
+    pub database: PathBuf,
+    pub sampling: Sampling,
+    pub window: Duration,
+    pub classify: ClassifyConfig,
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub dir: PathBuf,
+    pub variant: ModelVariant,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClassifyConfig {
+    pub top_k: usize,
+    pub min_probability: f32,
+    pub prompt_templates: Vec<String>,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        ClassifyConfig {
+            top_k: 3,
+            min_probability: 0.0,
+            prompt_templates: DEFAULT_PROMPT_TEMPLATES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    /// A `scheme://` URI, or an absolute file path resolved from what the user wrote.
+    pub uri: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// `path` is used for messages and to resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let invalid = |key: &str, span: Option<std::ops::Range<usize>>, reason: String| {
+            let line = span
+                .map(|s| format!(" (line {})", line_of(text, s.start)))
+                .unwrap_or_default();
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                line,
+                reason,
+            }
+        };
+
+        let sampling = match (raw.sampling.fps, raw.sampling.every_nth_frame) {
+            (Some(f), Some(n)) => {
+                return Err(invalid(
+                    "sampling",
+                    Some(f.span().start.min(n.span().start)..f.span().end),
+                    "set either `fps` or `every_nth_frame`, not both".into(),
+                ))
+            }
+            (Some(f), None) => {
+                let v = *f.get_ref();
+                if !(v.is_finite() && v > 0.0 && v <= 1000.0) {
+                    return Err(invalid(
+                        "sampling.fps",
+                        Some(f.span()),
+                        format!("expected a frame rate in (0, 1000], got {v}"),
+                    ));
+                }
+                Sampling::Fps(v)
+            }
+            (None, Some(n)) => {
+                if *n.get_ref() == 0 {
+                    return Err(invalid(
+                        "sampling.every_nth_frame",
+                        Some(n.span()),
+                        "expected a positive frame count".into(),
+                    ));
+                }
+                Sampling::EveryNth(*n.get_ref())
+            }
+            (None, None) => Sampling::Fps(1.0),
+        };
+
+        let window = match raw.window.seconds {
+            None => Duration::from_secs(10),
+            Some(s) => {
+                let v = *s.get_ref();
+                if !(v.is_finite() && (0.1..=86_400.0).contains(&v)) {
+                    return Err(invalid(
+                        "window.seconds",
+                        Some(s.span()),
+                        format!("expected seconds in [0.1, 86400], got {v}"),
+                    ));
+                }
+                Duration::from_secs_f64(v)
+            }
+        };
+
+        let mut classify = ClassifyConfig::default();
+        if let Some(k) = raw.classify.top_k {
+            if *k.get_ref() == 0 {
+                return Err(invalid(
+                    "classify.top_k",
+                    Some(k.span()),
+                    "expected at least 1".into(),
+                ));
+            }
+            classify.top_k = *k.get_ref();
+        }
+        if let Some(p) = raw.classify.min_probability {
+            let v = *p.get_ref();
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid(
+                    "classify.min_probability",
+                    Some(p.span()),
+                    format!("expected a probability in [0, 1], got {v}"),
+                ));
+            }
+            classify.min_probability = v;
+        }
+        if let Some(t) = raw.classify.prompt_templates {
+            let span = t.span();
+            let templates = t.into_inner();
+            if templates.is_empty() {
+                return Err(invalid(
+                    "classify.prompt_templates",
+                    Some(span),
+                    "expected at least one template".into(),
+                ));
+            }
+            if let Some(bad) = templates.iter().find(|t| t.matches("{}").count() != 1) {
+                return Err(invalid(
+                    "classify.prompt_templates",
+                    Some(span),
+                    format!("template {bad:?} must contain `{{}}` exactly once"),
+                ));
+            }
+            classify.prompt_templates = templates;
+        }
+
+        let mut sources: Vec<SourceConfig> = Vec::new();
+        for s in raw.sources {
+            let name = s.name.get_ref().trim().to_string();
+            if name.is_empty() {
+                return Err(invalid(
+                    "source.name",
+                    Some(s.name.span()),
+                    "must not be empty".into(),
+                ));
+            }
+            if sources.iter().any(|o| o.name == name) {
+                return Err(invalid(
+                    "source.name",
+                    Some(s.name.span()),
+                    format!("duplicate source name {name:?}"),
+                ));
+            }
+            let uri = resolve_uri(s.uri.get_ref(), &base);
+            if uri.is_empty() {
+                return Err(invalid(
+                    "source.uri",
+                    Some(s.uri.span()),
+                    "must not be empty".into(),
+                ));
+            }
+            sources.push(SourceConfig { name, uri });
+        }
+
+        let labels_path = base.join(raw.labels.get_ref());
+        Ok(Config {
+            path: path.to_path_buf(),
+            model: ModelConfig {
+                dir: base.join(&raw.model.dir),
+                variant: raw.model.variant,
+                threads: raw.model.threads,
+            },
+            labels_path,
+            database: base.join(&raw.database),
+            sampling,
+            window,
+            classify,
+            sources,
+        })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A value with a scheme stays as written; anything else is a file path relative to `base`.
+pub fn resolve_uri(value: &str, base: &Path) -> String {
+    let value = value.trim();
+    if value.is_empty() || has_scheme(value) {
+        value.to_string()
+    } else {
+        let p = base.join(value);
+        std::path::absolute(&p)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+pub fn has_scheme(value: &str) -> bool {
+    match value.split_once("://") {
+        Some((scheme, _)) => {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }
+        None => false,
+    }
+}
+
+/// Replace the password of `scheme://user:password@host/...` by `***`, so credentials never
+/// reach logs or the database.
+pub fn mask_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return uri.to_string();
+    };
+    let userinfo = &authority[..at];
+    let masked = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{scheme}://{masked}{}", &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "labels = \"labels.txt\"\ndatabase = \"db.sqlite\"\n[model]\ndir = \"m\"\n";
+
+    #[test]
+    fn defaults_apply_and_paths_resolve_against_config_dir() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/cliptag/cliptag.toml")).unwrap();
+        assert_eq!(c.labels_path, Path::new("/etc/cliptag/labels.txt"));
+        assert_eq!(c.model.dir, Path::new("/etc/cliptag/m"));
+        assert_eq!(c.sampling, Sampling::Fps(1.0));
+        assert_eq!(c.window, Duration::from_secs(10));
+        assert_eq!(c.classify.top_k, 3);
+        assert_eq!(c.model.variant, ModelVariant::Fp32);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = format!("{MINIMAL}[sampling]\nfsp = 2.0\n");
+        let e = Config::parse(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fsp"), "{e}");
+        assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_line() {
+        let text = format!("{MINIMAL}[sampling]\nevery_nth_frame = \"fifty\"\n");
+        let e = Config::parse(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 6"), "{e}");
+        assert!(
+            e.contains("every_nth_frame") || e.contains("integer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_line() {
+        let text = format!("{MINIMAL}[sampling]\nfps = -1.0\n");
+        let e = Config::parse(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sampling.fps") && e.contains("line 6"), "{e}");
+        let text = format!("{MINIMAL}[sampling]\nfps = 1.0\nevery_nth_frame = 5\n");
+        assert!(Config::parse(&text, Path::new("c.toml")).is_err());
+        let text = format!("{MINIMAL}[classify]\nprompt_templates = [\"no placeholder\"]\n");
+        let e = Config::parse(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prompt_templates"), "{e}");
+    }
+
+    #[test]
+    fn sources_resolve_and_duplicates_are_rejected() {
+        let text = format!(
+            "{MINIMAL}[[source]]\nname = \"a\"\nuri = \"clips/a.mp4\"\n[[source]]\nname = \"cam\"\nuri = \"rtsp://u:p@cam/1\"\n"
+        );
+        let c = Config::parse(&text, Path::new("/x/c.toml")).unwrap();
+        assert_eq!(c.sources[0].uri, "/x/clips/a.mp4");
+        assert_eq!(c.sources[1].uri, "rtsp://u:p@cam/1");
+        let dup = format!("{MINIMAL}[[source]]\nname = \"a\"\nuri = \"x\"\n[[source]]\nname = \"a\"\nuri = \"y\"\n");
+        let e = Config::parse(&dup, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duplicate") && e.contains("line 11"), "{e}");
+    }
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_uri("rtsp://admin:hunter2@10.0.0.5:554/s"),
+            "rtsp://admin:***@10.0.0.5:554/s"
+        );
+        assert_eq!(mask_uri("rtsp://token@cam/s"), "rtsp://***@cam/s");
+        assert_eq!(mask_uri("rtsp://cam/s@x"), "rtsp://cam/s@x");
+        assert_eq!(mask_uri("/path/with@sign.mp4"), "/path/with@sign.mp4");
+    }
+}

@@ -1,0 +1,552 @@
+//! Ingest: decode a stream with GStreamer and hand out sampled frames as packed RGB.
+//!
+//! Rules:
+//! - Sampling is decided by timestamps (or frame count) *before* colour conversion, in a pad
+//!   probe, so a 60 fps stream does not pay for converting frames nobody looks at.
+//! - Frames are copied out of appsink honouring the row stride, with square pixels (the
+//!   picture as a player displays it: anamorphic sources are rescaled, never cropped).
+//! - Times are segment *stream time* in seconds (0 at the start of a file, even when the
+//!   first buffer's PTS is not 0).
+//! - GStreamer errors become [`IngestError`]s naming the source and GStreamer's message.
+//! - Our thread pulls from appsink; nothing heavy runs on a GStreamer streaming thread.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+use crate::config::has_scheme;
+use crate::Disposition;
+
+/// A packed RGB8 picture: `data.len() == width * height * 3`, rows without padding.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for RgbImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RgbImage({}x{})", self.width, self.height)
+    }
+}
+
+impl RgbImage {
+    pub fn new(width: u32, height: u32, data: Vec<u8>) -> Option<RgbImage> {
+        (data.len() == width as usize * height as usize * 3).then_some(RgbImage {
+            width,
+            height,
+            data,
+        })
+    }
+}
+
+/// One sampled frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Stream time in seconds.
+    pub pts: f64,
+    pub image: RgbImage,
+}
+
+/// How frames are picked from the decoded stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// A fixed rate by timestamps, whatever the stream's own rate is.
+    Fps(f64),
+    /// Every Nth decoded frame, counting from the first (paper 000 uses 50).
+    EveryNth(u32),
+}
+
+/// Pure sampling decision, fed one decoded frame at a time.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    sampling: Sampling,
+    seen: u64,
+    next_due: Option<f64>,
+}
+
+impl Sampler {
+    pub fn new(sampling: Sampling) -> Sampler {
+        Sampler {
+            sampling,
+            seen: 0,
+            next_due: None,
+        }
+    }
+
+    /// `pts`: stream time in seconds, when known.
+    pub fn take(&mut self, pts: Option<f64>) -> bool {
+        let index = self.seen;
+        self.seen += 1;
+        match self.sampling {
+            Sampling::EveryNth(n) => index.is_multiple_of(n as u64),
+            Sampling::Fps(fps) => {
+                let period = 1.0 / fps;
+                let Some(t) = pts else { return index == 0 };
+                // A millisecond of slack: 5 fps sources have timestamps like 0.99999 s.
+                let due = self.next_due.unwrap_or(t);
+                if t + 1e-3 < due {
+                    return false;
+                }
+                // Stay on the grid so rounding does not drift; after a gap of more than a
+                // period, restart the grid at this frame instead of emitting a burst.
+                let next = if t - due >= period {
+                    t + period
+                } else {
+                    due + period
+                };
+                self.next_due = Some(next);
+                true
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("GStreamer could not be initialised: {0}")]
+    Init(String),
+    #[error("source {source_name:?}: cannot open {uri}: {reason}")]
+    Open {
+        source_name: String,
+        uri: String,
+        reason: String,
+    },
+    #[error("source {source_name:?}: {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Stream {
+        source_name: String,
+        message: String,
+        debug: Option<String>,
+        live: bool,
+    },
+    #[error("source {source_name:?}: {uri} has no video stream (audio or other data only)")]
+    NoVideo { source_name: String, uri: String },
+    #[error("source {source_name:?}: cannot read frame: {reason}")]
+    Frame { source_name: String, reason: String },
+}
+
+impl IngestError {
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            IngestError::Init(_) => Disposition::Stop,
+            IngestError::Stream { live: true, .. } => Disposition::Retry,
+            _ => Disposition::Skip,
+        }
+    }
+}
+
+/// Anything that yields sampled frames: a camera, a file, or a test's synthetic frames.
+pub trait FrameSource {
+    fn name(&self) -> &str;
+    /// `Ok(None)` at the end of the stream.
+    fn next_frame(&mut self) -> Result<Option<Frame>, IngestError>;
+    /// Duration of the media if the container says (files), in seconds.
+    fn duration(&self) -> Option<f64> {
+        None
+    }
+    /// Things worth a warning that are not errors (a file that ends early).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Turn what a user wrote (path or URI) into a URI GStreamer understands.
+pub fn to_uri(location: &str) -> Result<String, String> {
+    if has_scheme(location) {
+        return Ok(location.to_string());
+    }
+    let path = std::path::absolute(Path::new(location)).map_err(|e| e.to_string())?;
+    gst::glib::filename_to_uri(&path, None)
+        .map(|u| u.to_string())
+        .map_err(|e| e.to_string())
+}
+
+pub fn init() -> Result<(), IngestError> {
+    gst::init().map_err(|e| IngestError::Init(e.to_string()))
+}
+
+/// A uridecodebin → videoconvert → videoscale → appsink(RGB, square pixels) pipeline.
+pub struct GstSource {
+    name: String,
+    uri: String,
+    pipeline: gst::Pipeline,
+    appsink: gst_app::AppSink,
+    bus: gst::Bus,
+    no_video: Arc<AtomicBool>,
+    video_pads: Arc<AtomicU32>,
+    last_pts: Option<f64>,
+    frames_out: u64,
+    finished: bool,
+    warnings: Vec<String>,
+}
+
+impl GstSource {
+    /// `location`: a file path or a URI.
+    pub fn open(name: &str, location: &str, sampling: Sampling) -> Result<GstSource, IngestError> {
+        init()?;
+        let open_err = |reason: String| IngestError::Open {
+            source_name: name.to_string(),
+            uri: crate::config::mask_uri(location),
+            reason,
+        };
+        if !has_scheme(location) {
+            let meta = std::fs::metadata(location)
+                .map_err(|e| open_err(format!("file not readable: {e}")))?;
+            if !meta.is_file() {
+                return Err(open_err("not a regular file".into()));
+            }
+        }
+        let uri = to_uri(location).map_err(open_err)?;
+
+        let pipeline = gst::Pipeline::with_name(&format!("cliptag-{name}"));
+        let make = |factory: &str| {
+            gst::ElementFactory::make(factory)
+                .build()
+                .map_err(|_| open_err(format!("GStreamer element {factory:?} is missing; install the GStreamer plugin packages")))
+        };
+        let decode = gst::ElementFactory::make("uridecodebin")
+            .property("uri", &uri)
+            .build()
+            .map_err(|_| open_err("GStreamer element \"uridecodebin\" is missing".into()))?;
+        let convert = make("videoconvert")?;
+        let scale = make("videoscale")?;
+        let caps = gst_video::VideoCapsBuilder::new()
+            .format(gst_video::VideoFormat::Rgb)
+            .pixel_aspect_ratio(gst::Fraction::new(1, 1))
+            .build();
+        let appsink = gst_app::AppSink::builder()
+            .caps(&caps)
+            .sync(false)
+            .max_buffers(4)
+            .drop(false)
+            .build();
+        pipeline
+            .add_many([&decode, &convert, &scale, appsink.upcast_ref()])
+            .map_err(|e| open_err(e.to_string()))?;
+        gst::Element::link_many([&convert, &scale, appsink.upcast_ref()])
+            .map_err(|e| open_err(e.to_string()))?;
+
+        let sampler = Mutex::new(Sampler::new(sampling));
+        let convert_sink = convert
+            .static_pad("sink")
+            .ok_or_else(|| open_err("videoconvert has no sink pad".into()))?;
+        convert_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let pts = stream_time_of(pad, buffer.pts());
+            let take = sampler.lock().map(|mut s| s.take(pts)).unwrap_or(true);
+            if take {
+                gst::PadProbeReturn::Ok
+            } else {
+                // Taking the buffer and answering Handled releases it here; answering Drop
+                // makes gstreamer-rs 0.25 unref a null pointer on GStreamer 1.22.
+                drop(info.take_buffer());
+                gst::PadProbeReturn::Handled
+            }
+        });
+
+        let no_video = Arc::new(AtomicBool::new(false));
+        let video_pads = Arc::new(AtomicU32::new(0));
+        {
+            let convert = convert.downgrade();
+            let pipeline_weak = pipeline.downgrade();
+            let video_pads = video_pads.clone();
+            decode.connect_pad_added(move |_, pad| {
+                let is_video = pad
+                    .current_caps()
+                    .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+                    .unwrap_or(false);
+                if is_video && video_pads.fetch_add(1, Ordering::SeqCst) == 0 {
+                    if let Some(convert) = convert.upgrade() {
+                        if let Some(sink) = convert.static_pad("sink") {
+                            let _ = pad.link(&sink);
+                        }
+                    }
+                    return;
+                }
+                // Audio and extra video streams go to a fakesink: left unlinked they would
+                // stop the whole pipeline with "not-linked".
+                let Some(pipeline) = pipeline_weak.upgrade() else {
+                    return;
+                };
+                if let Ok(sink) = gst::ElementFactory::make("fakesink")
+                    .property("sync", false)
+                    .property("async", false)
+                    .build()
+                {
+                    if pipeline.add(&sink).is_ok() {
+                        let _ = sink.sync_state_with_parent();
+                        if let Some(sinkpad) = sink.static_pad("sink") {
+                            let _ = pad.link(&sinkpad);
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let no_video = no_video.clone();
+            let video_pads = video_pads.clone();
+            decode.connect_no_more_pads(move |_| {
+                if video_pads.load(Ordering::SeqCst) == 0 {
+                    no_video.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| open_err("pipeline has no bus".into()))?;
+        let mut source = GstSource {
+            name: name.to_string(),
+            uri: crate::config::mask_uri(location),
+            pipeline,
+            appsink,
+            bus,
+            no_video,
+            video_pads,
+            last_pts: None,
+            frames_out: 0,
+            finished: false,
+            warnings: Vec::new(),
+        };
+        if source.pipeline.set_state(gst::State::Playing).is_err() {
+            // The reason is on the bus; fall back to a generic one if it is not.
+            let err = source
+                .pop_bus_error()
+                .unwrap_or_else(|| open_err("pipeline refused to start".into()));
+            source.shutdown();
+            return Err(match err {
+                IngestError::Stream { message, debug, .. } => open_err(match debug {
+                    Some(d) => format!("{message} ({d})"),
+                    None => message,
+                }),
+                other => other,
+            });
+        }
+        Ok(source)
+    }
+
+    fn stream_error(&self, message: String, debug: Option<String>) -> IngestError {
+        IngestError::Stream {
+            source_name: self.name.clone(),
+            message,
+            debug,
+            live: false,
+        }
+    }
+
+    /// The first error waiting on the bus, if any; warnings are kept for [`warnings`].
+    fn pop_bus_error(&mut self) -> Option<IngestError> {
+        while let Some(msg) = self
+            .bus
+            .pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning])
+        {
+            match msg.view() {
+                gst::MessageView::Error(e) => {
+                    let element = msg.src().map(|s| s.name().to_string());
+                    let debug = e.debug().map(|d| d.to_string());
+                    let message = match element {
+                        Some(el) => format!("{} (from element {el})", e.error()),
+                        None => e.error().to_string(),
+                    };
+                    // GStreamer's debug strings are long file:line traces; keep only the reason.
+                    let debug = debug.and_then(|d| {
+                        d.lines()
+                            .last()
+                            .map(|l| l.rsplit(':').next().unwrap_or(l).trim().to_string())
+                    });
+                    return Some(self.stream_error(message, debug.filter(|d| !d.is_empty())));
+                }
+                gst::MessageView::Warning(w) => {
+                    self.warnings
+                        .push(format!("GStreamer warning: {}", w.error()));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+
+    fn frame_from_sample(&self, sample: &gst::Sample) -> Result<Frame, IngestError> {
+        let err = |reason: &str| IngestError::Frame {
+            source_name: self.name.clone(),
+            reason: reason.to_string(),
+        };
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| err("sample without buffer"))?;
+        let caps = sample.caps().ok_or_else(|| err("sample without caps"))?;
+        let info =
+            gst_video::VideoInfo::from_caps(caps).map_err(|_| err("caps are not raw video"))?;
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+            .map_err(|_| err("buffer cannot be mapped"))?;
+        let (width, height) = (info.width(), info.height());
+        let stride = frame.plane_stride()[0] as usize;
+        let plane = frame.plane_data(0).map_err(|_| err("plane 0 missing"))?;
+        let row_bytes = width as usize * 3;
+        if stride < row_bytes || plane.len() < stride * (height as usize - 1) + row_bytes {
+            return Err(err("plane smaller than its caps say"));
+        }
+        let mut data = Vec::with_capacity(row_bytes * height as usize);
+        for row in plane.chunks(stride).take(height as usize) {
+            data.extend_from_slice(&row[..row_bytes]);
+        }
+        let pts = sample
+            .segment()
+            .and_then(|s| {
+                s.downcast_ref::<gst::ClockTime>()
+                    .and_then(|seg| seg.to_stream_time(buffer.pts()))
+            })
+            .or(buffer.pts())
+            .map(|t| t.nseconds() as f64 / 1e9)
+            .unwrap_or(self.last_pts.unwrap_or(0.0));
+        Ok(Frame {
+            pts,
+            image: RgbImage {
+                width,
+                height,
+                data,
+            },
+        })
+    }
+
+    fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let (Some(duration), Some(last)) = (self.duration(), self.last_pts) {
+            // A damaged file usually ends with a normal EOS, fewer frames and no error.
+            if duration - last > 2.0 {
+                self.warnings.push(format!(
+                    "stream ended at {last:.1} s but the container says {duration:.1} s: the file may be truncated or damaged"
+                ));
+            }
+        }
+        self.shutdown();
+    }
+}
+
+fn stream_time_of(pad: &gst::Pad, pts: Option<gst::ClockTime>) -> Option<f64> {
+    let pts = pts?;
+    let stream_time = pad
+        .sticky_event::<gst::event::Segment>(0)
+        .and_then(|ev| {
+            ev.segment()
+                .downcast_ref::<gst::ClockTime>()
+                .and_then(|s| s.to_stream_time(pts))
+        })
+        .unwrap_or(pts);
+    Some(stream_time.nseconds() as f64 / 1e9)
+}
+
+impl FrameSource for GstSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, IngestError> {
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            if let Some(err) = self.pop_bus_error() {
+                self.finish();
+                return Err(err);
+            }
+            if self.no_video.load(Ordering::SeqCst) && self.video_pads.load(Ordering::SeqCst) == 0 {
+                self.finish();
+                return Err(IngestError::NoVideo {
+                    source_name: self.name.clone(),
+                    uri: self.uri.clone(),
+                });
+            }
+            if let Some(sample) = self
+                .appsink
+                .try_pull_sample(gst::ClockTime::from_mseconds(100))
+            {
+                let frame = self.frame_from_sample(&sample)?;
+                self.last_pts = Some(frame.pts);
+                self.frames_out += 1;
+                return Ok(Some(frame));
+            }
+            if self.appsink.is_eos() {
+                // An error may have been posted just before EOS reached us.
+                if let Some(err) = self.pop_bus_error() {
+                    self.finish();
+                    return Err(err);
+                }
+                self.finish();
+                return Ok(None);
+            }
+        }
+    }
+
+    fn duration(&self) -> Option<f64> {
+        self.pipeline
+            .query_duration::<gst::ClockTime>()
+            .map(|d| d.nseconds() as f64 / 1e9)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+}
+
+impl Drop for GstSource {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picks(sampling: Sampling, times: impl Iterator<Item = f64>) -> Vec<f64> {
+        let mut s = Sampler::new(sampling);
+        times.filter(|t| s.take(Some(*t))).collect()
+    }
+
+    #[test]
+    fn fps_sampling_follows_timestamps_not_frame_rate() {
+        // 5 fps MJPEG and 59.94 fps H.264 both give one frame a second over 10 s.
+        let mjpeg = picks(Sampling::Fps(1.0), (0..50).map(|i| i as f64 * 0.2));
+        assert_eq!(mjpeg.len(), 10);
+        let ntsc = picks(
+            Sampling::Fps(1.0),
+            (0..600).map(|i| i as f64 * 1001.0 / 60000.0),
+        );
+        assert_eq!(ntsc.len(), 10);
+        for (i, t) in ntsc.iter().enumerate() {
+            assert!((t - i as f64).abs() < 1001.0 / 60000.0, "{t}");
+        }
+    }
+
+    #[test]
+    fn fps_sampling_starts_at_first_frame_and_skips_gaps() {
+        let got = picks(
+            Sampling::Fps(2.0),
+            [0.08, 0.3, 0.6, 5.0, 5.2, 5.6].into_iter(),
+        );
+        assert_eq!(got, vec![0.08, 0.6, 5.0, 5.6]);
+    }
+
+    #[test]
+    fn every_nth_counts_frames() {
+        let got = picks(Sampling::EveryNth(50), (0..200).map(|i| i as f64));
+        assert_eq!(got, vec![0.0, 50.0, 100.0, 150.0]);
+    }
+}
