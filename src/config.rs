@@ -459,7 +459,7 @@ mod tests {
         let e = Config::parse(&dup, Path::new("c.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("duplicate") && e.contains("line 11"), "{e}");
+        assert!(e.contains("duplicate") && e.contains("line 9"), "{e}");
     }
 
     #[test]

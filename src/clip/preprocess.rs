@@ -40,7 +40,7 @@ impl Default for PreprocessConfig {
             filter: Filter::Bicubic,
             rescale_factor: 1.0 / 255.0,
             mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            std: [0.268_629_5, 0.261_302_6, 0.275_777_1],
+            std: [0.268_629_55, 0.261_302_6, 0.275_777_1],
         }
     }
 }
