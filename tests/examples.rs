@@ -1,0 +1,19 @@
+//! The shipped example configs and labels stay valid.
+
+mod common;
+
+use cliptag::config::{Config, ModelVariant};
+use cliptag::ingest::Sampling;
+
+#[test]
+fn example_configs_parse() {
+    let example = Config::load(&common::repo().join("examples/cliptag.example.toml")).unwrap();
+    assert_eq!(example.sampling, Sampling::Fps(1.0));
+    assert_eq!(example.model.variant, ModelVariant::Fp32);
+    assert_eq!(example.classify.prompt_templates.len(), 5);
+    let demo = Config::load(&common::repo().join("examples/demo.toml")).unwrap();
+    assert!(demo.model.dir.ends_with("models/tiny-clip"));
+    assert_eq!(demo.sources.len(), 1);
+    let labels = cliptag::classify::load_labels(&demo.labels_path).unwrap();
+    assert!(labels.len() >= 5);
+}
