@@ -296,7 +296,11 @@ mod tests {
                     prompts: vec![],
                 })
                 .collect(),
-            embeddings: vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![std::f32::consts::FRAC_1_SQRT_2; 2]],
+            embeddings: vec![
+                vec![1.0, 0.0],
+                vec![0.0, 1.0],
+                vec![std::f32::consts::FRAC_1_SQRT_2; 2],
+            ],
         };
         let s = set.score(&[1.0, 0.1]);
         assert_eq!(

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::clip::Layout;
 use crate::ingest::Sampling;
 use crate::Disposition;
 
@@ -58,6 +59,8 @@ pub enum ModelVariant {
     Fp32,
     /// `onnx/*_quantized.onnx` (int8 weights)
     Quantized,
+    /// `onnx/*_fp16.onnx` (half-precision weights, widened to f32 at load)
+    Fp16,
 }
 
 impl ModelVariant {
@@ -65,6 +68,7 @@ impl ModelVariant {
         match self {
             ModelVariant::Fp32 => "",
             ModelVariant::Quantized => "_quantized",
+            ModelVariant::Fp16 => "_fp16",
         }
     }
 }
@@ -93,9 +97,20 @@ struct RawModel {
     dir: PathBuf,
     #[serde(default = "default_variant")]
     variant: ModelVariant,
+    #[serde(default)]
+    layout: LayoutChoice,
     /// 0 = all cores.
     #[serde(default)]
     threads: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LayoutChoice {
+    #[default]
+    Auto,
+    Xenova,
+    Immich,
 }
 
 fn default_variant() -> ModelVariant {
@@ -148,6 +163,8 @@ pub struct Config {
 pub struct ModelConfig {
     pub dir: PathBuf,
     pub variant: ModelVariant,
+    /// None: detect from the directory.
+    pub layout: Option<Layout>,
     pub threads: usize,
 }
 
@@ -329,6 +346,11 @@ impl Config {
             model: ModelConfig {
                 dir: base.join(&raw.model.dir),
                 variant: raw.model.variant,
+                layout: match raw.model.layout {
+                    LayoutChoice::Auto => None,
+                    LayoutChoice::Xenova => Some(Layout::Xenova),
+                    LayoutChoice::Immich => Some(Layout::Immich),
+                },
                 threads: raw.model.threads,
             },
             labels_path,

@@ -325,9 +325,10 @@ pub fn run_sources(
     progress: Arc<dyn Progress>,
 ) -> Result<RunReport, RunError> {
     crate::ingest::init()?;
-    let model = ClipModel::load(
+    let model = ClipModel::load_with(
         &config.model.dir,
         config.model.variant,
+        config.model.layout,
         config.model.threads,
     )?;
     tracing::info!(model = %model.id, dim = model.embedding_dim, load_ms = model.load_time.as_millis() as u64, "model loaded");

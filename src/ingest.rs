@@ -357,13 +357,12 @@ impl GstSource {
                         Some(el) => format!("{} (from element {el})", e.error()),
                         None => e.error().to_string(),
                     };
-                    // GStreamer's debug strings are long file:line traces; keep only the reason.
-                    let debug = debug.and_then(|d| {
-                        d.lines()
-                            .last()
-                            .map(|l| l.rsplit(':').next().unwrap_or(l).trim().to_string())
-                    });
-                    return Some(self.stream_error(message, debug.filter(|d| !d.is_empty())));
+                    // GStreamer's debug strings end with a human reason after a
+                    // file:line and an element path; keep only such a reason.
+                    let debug = debug
+                        .and_then(|d| d.lines().last().map(str::trim).map(str::to_string))
+                        .filter(|d| !d.is_empty() && !d.contains("/Gst") && !d.starts_with("../"));
+                    return Some(self.stream_error(message, debug));
                 }
                 gst::MessageView::Warning(w) => {
                     self.warnings

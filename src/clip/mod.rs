@@ -10,6 +10,8 @@
 //! - Every embedding leaves this module L2-normalised.
 //! - The model id is a content hash of the two ONNX files, so a changed model is noticed.
 
+pub mod check;
+mod layout;
 mod preprocess;
 mod tokenizer;
 
@@ -22,9 +24,13 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
+use tract_onnx::tract_core::transform::{build_float_translator, NodeFilter};
 use tract_onnx::tract_hir::infer::Factoid;
 
-pub use preprocess::{center_crop, preprocess, resize, Filter, PreprocessConfig};
+pub use layout::{detect, locate, Layout, ModelSpec};
+pub use preprocess::{
+    center_crop, preprocess, resize, CropRounding, Filter, PreprocessConfig, ResizeMode,
+};
 pub use tokenizer::ClipTokenizer;
 
 use crate::config::ModelVariant;
@@ -79,8 +85,50 @@ struct Encoder {
     fixed_batch: Option<usize>,
     output_name: String,
     dim: usize,
+    /// fp16 graphs are translated to f32 before optimisation.
+    half: bool,
     plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
     options: RunOptions,
+    pub info: GraphInfo,
+}
+
+/// What a graph declares, for `model check`.
+#[derive(Debug, Clone, Default)]
+pub struct GraphInfo {
+    /// (name, element type, shape) as declared; `?` for unknown dimensions.
+    pub inputs: Vec<(String, String, String)>,
+    pub outputs: Vec<(String, String, String)>,
+    /// The graph holds integer-quantized operators (MatMulInteger, ConvInteger, QLinear*).
+    pub int8: bool,
+    pub nodes: usize,
+}
+
+fn describe_fact(fact: &InferenceFact) -> (String, String) {
+    let dt = fact
+        .datum_type
+        .concretize()
+        .map(|d| format!("{d:?}"))
+        .unwrap_or_else(|| "?".into());
+    let shape = match fact.shape.concretize() {
+        Some(dims) => format!(
+            "[{}]",
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "?".into(),
+    };
+    (dt, shape)
+}
+
+/// What an encoder expects of its graph.
+struct Expectation<'a> {
+    input: &'a str,
+    output: &'a str,
+    types: &'a [DatumType],
+    item_shape: Vec<usize>,
+    half: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +140,7 @@ enum InputKind {
 impl Encoder {
     fn load(
         path: &Path,
-        preferred_outputs: &[&str],
-        item_shape: Vec<usize>,
+        expect: Expectation<'_>,
         options: RunOptions,
     ) -> Result<Encoder, ClipError> {
         let onnx_err = |reason: String| ClipError::Onnx {
@@ -104,6 +151,15 @@ impl Encoder {
             .with_ignore_value_info(true)
             .model_for_path(path)
             .map_err(|e| onnx_err(format_err(&e)))?;
+        let mut info = GraphInfo {
+            nodes: model.nodes().len(),
+            ..Default::default()
+        };
+        info.int8 = model.nodes().iter().any(|n| {
+            let op = n.op.name();
+            op.contains("Integer") || op.starts_with("QLinear") || op.contains("QuantizeLinear")
+        });
+        let item_shape = expect.item_shape;
         let mut inputs = Vec::new();
         let mut input_type = None;
         let mut fixed_batch = None;
@@ -115,21 +171,35 @@ impl Encoder {
         {
             let name = model.node(outlet.node).name.clone();
             let fact = model.input_fact(ix).map_err(|e| onnx_err(format_err(&e)))?;
+            let (dt, shape) = describe_fact(fact);
+            info.inputs.push((name.clone(), dt, shape));
             if name == "attention_mask" {
                 inputs.push(InputKind::AttentionMask);
                 continue;
             }
-            if !inputs.is_empty() && inputs.contains(&InputKind::Main) {
-                return Err(onnx_err(format!("unexpected extra input {name:?}")));
+            if name != expect.input {
+                return Err(onnx_err(format!(
+                    "input is named {name:?}, expected {:?}",
+                    expect.input
+                )));
             }
             inputs.push(InputKind::Main);
             input_type = fact.datum_type.concretize();
-            if let Some(shape) = fact.shape.concretize() {
-                if let Some(b) = shape.first().and_then(|d| d.to_i64().ok()) {
-                    fixed_batch = Some(b as usize);
+            if let Some(dt) = input_type {
+                if !expect.types.contains(&dt) {
+                    return Err(onnx_err(format!(
+                        "input {name:?} has element type {dt:?}, expected {}",
+                        expect
+                            .types
+                            .iter()
+                            .map(|t| format!("{t:?}"))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    )));
                 }
-                let rank = shape.len();
-                if rank != item_shape.len() + 1 {
+            }
+            if let Some(rank) = fact.shape.rank().concretize() {
+                if rank as usize != item_shape.len() + 1 {
                     return Err(onnx_err(format!(
                         "input {name:?} has rank {rank}, expected {} ([batch, {}])",
                         item_shape.len() + 1,
@@ -141,34 +211,61 @@ impl Encoder {
                     )));
                 }
             }
+            let dims: Vec<Option<i64>> = fact
+                .shape
+                .dims()
+                .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
+                .collect();
+            if let Some(Some(b)) = dims.first() {
+                fixed_batch = Some(*b as usize);
+            }
+            for (axis, (declared, wanted)) in dims.iter().skip(1).zip(&item_shape).enumerate() {
+                if let Some(declared) = declared {
+                    if *declared as usize != *wanted {
+                        return Err(onnx_err(format!(
+                            "input {name:?} fixes axis {} to {declared}, but the configs give {wanted} (preprocessing size or context length)",
+                            axis + 1
+                        )));
+                    }
+                }
+            }
         }
         if !inputs.contains(&InputKind::Main) {
-            return Err(onnx_err("graph has no input".into()));
+            return Err(onnx_err(format!(
+                "graph has no input named {:?}",
+                expect.input
+            )));
         }
-        let input_type = input_type.unwrap_or(DatumType::F32);
+        let input_type = input_type.unwrap_or(expect.types[0]);
 
-        let outputs: Vec<String> = model
+        let outlets = model
             .output_outlets()
             .map_err(|e| onnx_err(format_err(&e)))?
-            .iter()
-            .map(|o| {
-                model
-                    .outlet_label(*o)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| model.node(o.node).name.clone())
-            })
-            .collect();
-        let output_name = preferred_outputs
-            .iter()
-            .find(|p| outputs.iter().any(|o| o == *p))
-            .map(|s| s.to_string())
-            .ok_or_else(|| {
-                onnx_err(format!(
-                    "no output named {} (outputs: {})",
-                    preferred_outputs.join(" or "),
-                    outputs.join(", ")
-                ))
-            })?;
+            .to_vec();
+        for o in &outlets {
+            let name = model
+                .outlet_label(*o)
+                .map(str::to_string)
+                .unwrap_or_else(|| model.node(o.node).name.clone());
+            let (dt, shape) = model
+                .outlet_fact(*o)
+                .map(describe_fact)
+                .unwrap_or_else(|_| ("?".into(), "?".into()));
+            info.outputs.push((name, dt, shape));
+        }
+        if !info.outputs.iter().any(|(n, _, _)| n == expect.output) {
+            return Err(onnx_err(format!(
+                "no output named {:?} (outputs: {})",
+                expect.output,
+                info.outputs
+                    .iter()
+                    .map(|o| o.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let output_name = expect.output.to_string();
+        let half = expect.half;
 
         let mut encoder = Encoder {
             path: path.to_path_buf(),
@@ -179,8 +276,10 @@ impl Encoder {
             fixed_batch,
             output_name,
             dim: 0,
+            half,
             plans: Mutex::new(HashMap::new()),
             options,
+            info,
         };
         let plan = encoder.plan(1)?;
         let fact = plan
@@ -192,6 +291,19 @@ impl Encoder {
             .as_concrete()
             .ok_or_else(|| onnx_err("output shape is not concrete".into()))?
             .to_vec();
+        // With value_info ignored the file declares no output shapes; report the typed one.
+        let typed = (
+            format!("{:?}", fact.datum_type),
+            format!("[batch, {}]", shape.get(1).copied().unwrap_or(0)),
+        );
+        for out in encoder
+            .info
+            .outputs
+            .iter_mut()
+            .filter(|o| o.0 == encoder.output_name)
+        {
+            (out.1, out.2) = typed.clone();
+        }
         encoder.dim = match shape.as_slice() {
             [1, d] => *d,
             other => {
@@ -216,14 +328,7 @@ impl Encoder {
         let mut shape = vec![batch];
         shape.extend_from_slice(&self.item_shape);
         for (ix, kind) in self.inputs.iter().enumerate() {
-            let dt = match kind {
-                InputKind::Main => self.input_type,
-                InputKind::AttentionMask => model
-                    .input_fact(ix)
-                    .ok()
-                    .and_then(|f| f.datum_type.concretize())
-                    .unwrap_or(DatumType::I64),
-            };
+            let dt = self.input_type_of(*kind);
             model
                 .set_input_fact(ix, InferenceFact::dt_shape(dt, &shape))
                 .map_err(|e| onnx_err(format_err(&e)))?;
@@ -232,13 +337,37 @@ impl Encoder {
             .select_outputs_by_name([self.output_name.as_str()])
             .map_err(|e| onnx_err(format_err(&e)))?;
         let plan = model
-            .into_optimized()
+            .into_typed()
+            .and_then(|m| {
+                if self.half {
+                    // tract runs f16 slowly on most CPUs; the weights widen once, at load.
+                    build_float_translator(DatumType::F16, DatumType::F32, NodeFilter::default())
+                        .transform_into(m)
+                } else {
+                    Ok(m)
+                }
+            })
+            .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable_with_options(&self.options))
             .map_err(|e| onnx_err(format_err(&e)))?;
         if let Ok(mut plans) = self.plans.lock() {
             plans.insert(batch, plan.clone());
         }
         Ok(plan)
+    }
+
+    /// The element type the graph declares for an input (masks default to int64).
+    fn input_type_of(&self, kind: InputKind) -> DatumType {
+        match kind {
+            InputKind::Main => self.input_type,
+            InputKind::AttentionMask => self
+                .inputs
+                .iter()
+                .position(|k| *k == kind)
+                .and_then(|ix| self.model.input_fact(ix).ok())
+                .and_then(|f| f.datum_type.concretize())
+                .unwrap_or(DatumType::I64),
+        }
     }
 
     /// `main`: the batch's main input, flattened. Returns normalised rows.
@@ -307,15 +436,6 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// What `load` found, for `model check` and logs.
-#[derive(Debug, Clone)]
-pub struct ModelFiles {
-    pub vision: PathBuf,
-    pub text: PathBuf,
-    pub tokenizer: PathBuf,
-    pub preprocessor: PathBuf,
-}
-
 /// Token ids and the normalised embedding of one text.
 pub type EncodedText = (Vec<u32>, Vec<f32>);
 
@@ -323,7 +443,7 @@ pub type EncodedText = (Vec<u32>, Vec<f32>);
 pub struct ClipModel {
     pub id: String,
     pub dir: PathBuf,
-    pub files: ModelFiles,
+    pub spec: ModelSpec,
     pub preprocess: PreprocessConfig,
     pub tokenizer: ClipTokenizer,
     pub embedding_dim: usize,
@@ -342,43 +462,18 @@ impl std::fmt::Debug for ClipModel {
     }
 }
 
-fn require(dir: &Path, rel: &str, what: &str) -> Result<PathBuf, ClipError> {
-    let path = dir.join(rel);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(ClipError::MissingFile {
-            dir: dir.to_path_buf(),
-            what: what.to_string(),
-            path,
-        })
-    }
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value, ClipError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ClipError::BadFile {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| ClipError::BadFile {
-        path: path.to_path_buf(),
-        reason: format!("not valid JSON: {e}"),
-    })
-}
-
-fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
+/// Hex SHA-256 of the concatenated files (the first 16 bytes: plenty to tell models apart).
+pub fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     for path in paths {
-        let mut f = std::fs::File::open(path).map_err(|e| ClipError::BadFile {
+        let bad = |e: std::io::Error| ClipError::BadFile {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
+        };
+        let mut f = std::fs::File::open(path).map_err(bad)?;
         loop {
-            let n = f.read(&mut buf).map_err(|e| ClipError::BadFile {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            let n = f.read(&mut buf).map_err(bad)?;
             if n == 0 {
                 break;
             }
@@ -410,142 +505,95 @@ fn run_options(threads: usize) -> RunOptions {
 
 /// The id a model's embeddings are stored under: a hash of its two ONNX files, computed
 /// without loading them into tract.
-pub fn model_id(dir: &Path, variant: ModelVariant) -> Result<String, ClipError> {
-    let suffix = variant.file_suffix();
-    let vision = require(
-        dir,
-        &format!("onnx/vision_model{suffix}.onnx"),
-        "the vision encoder",
-    )?;
-    let text = require(
-        dir,
-        &format!("onnx/text_model{suffix}.onnx"),
-        "the text encoder",
-    )?;
-    hash_files(&[&vision, &text])
+pub fn model_id(
+    dir: &Path,
+    variant: ModelVariant,
+    layout: Option<Layout>,
+) -> Result<String, ClipError> {
+    let spec = locate(dir, variant, layout)?;
+    hash_files(&[&spec.vision, &spec.text])
 }
 
 impl ClipModel {
-    /// Load the Xenova / Hugging Face optimum layout: `onnx/{vision,text}_model[_quantized].onnx`,
-    /// `tokenizer.json`, `preprocessor_config.json`, `config.json`.
+    /// Load a model directory, detecting its layout.
     pub fn load(dir: &Path, variant: ModelVariant, threads: usize) -> Result<ClipModel, ClipError> {
+        ClipModel::load_with(dir, variant, None, threads)
+    }
+
+    /// Load a model directory in the given layout (or detect it).
+    pub fn load_with(
+        dir: &Path,
+        variant: ModelVariant,
+        layout: Option<Layout>,
+        threads: usize,
+    ) -> Result<ClipModel, ClipError> {
         let started = Instant::now();
-        if !dir.is_dir() {
-            return Err(ClipError::MissingFile {
-                dir: dir.to_path_buf(),
-                what: "model directory".into(),
-                path: dir.to_path_buf(),
-            });
-        }
-        let suffix = variant.file_suffix();
-        let vision = require(
-            dir,
-            &format!("onnx/vision_model{suffix}.onnx"),
-            "the vision encoder",
-        )?;
-        let text = require(
-            dir,
-            &format!("onnx/text_model{suffix}.onnx"),
-            "the text encoder",
-        )?;
-        let tokenizer_path = require(dir, "tokenizer.json", "the tokenizer")?;
-        let preprocessor = require(
-            dir,
-            "preprocessor_config.json",
-            "the image preprocessing config",
-        )?;
-
-        let preprocess_text =
-            std::fs::read_to_string(&preprocessor).map_err(|e| ClipError::BadFile {
-                path: preprocessor.clone(),
-                reason: e.to_string(),
-            })?;
-        let preprocess = PreprocessConfig::from_hf_json(&preprocess_text).map_err(|reason| {
-            ClipError::BadFile {
-                path: preprocessor.clone(),
-                reason,
-            }
-        })?;
-
-        let config = match dir.join("config.json") {
-            p if p.is_file() => Some(read_json(&p)?),
-            _ => None,
-        };
-        let context_length = config
-            .as_ref()
-            .and_then(|c| c.pointer("/text_config/max_position_embeddings"))
-            .and_then(|v| v.as_u64())
-            .unwrap_or(77) as usize;
-        let pad_token = match dir.join("tokenizer_config.json") {
-            p if p.is_file() => {
-                let cfg = read_json(&p)?;
-                match cfg.get("pad_token") {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    Some(v) => v
-                        .get("content")
-                        .and_then(|c| c.as_str())
-                        .unwrap_or("<|endoftext|>")
-                        .to_string(),
-                    None => "<|endoftext|>".to_string(),
-                }
-            }
-            _ => "<|endoftext|>".to_string(),
-        };
-        let tokenizer = ClipTokenizer::from_file(&tokenizer_path, context_length, &pad_token)
-            .map_err(|reason| ClipError::BadFile {
-                path: tokenizer_path.clone(),
-                reason,
-            })?;
+        let spec = locate(dir, variant, layout)?;
+        let tokenizer =
+            ClipTokenizer::from_file(&spec.tokenizer, spec.context_length, &spec.pad_token)
+                .map_err(|reason| ClipError::BadFile {
+                    path: spec.tokenizer.clone(),
+                    reason,
+                })?;
 
         let options = run_options(threads);
-        let (h, w) = preprocess.output_size();
+        let half = variant == ModelVariant::Fp16;
+        let (h, w) = spec.preprocess.output_size();
+        let (image_input, text_input) = spec.layout.input_names();
+        let (image_output, text_output) = spec.layout.output_names();
+        let image_types: &[DatumType] = if half {
+            &[DatumType::F16, DatumType::F32]
+        } else {
+            &[DatumType::F32]
+        };
         let image = Encoder::load(
-            &vision,
-            &["image_embeds", "embedding"],
-            vec![3, h as usize, w as usize],
+            &spec.vision,
+            Expectation {
+                input: image_input,
+                output: image_output,
+                types: image_types,
+                item_shape: vec![3, h as usize, w as usize],
+                half,
+            },
             options.clone(),
         )?;
-        let text_encoder = Encoder::load(
-            &text,
-            &["text_embeds", "embedding"],
-            vec![context_length],
+        let text = Encoder::load(
+            &spec.text,
+            Expectation {
+                input: text_input,
+                output: text_output,
+                types: &[DatumType::I64, DatumType::I32],
+                item_shape: vec![spec.context_length],
+                half,
+            },
             options,
         )?;
-        if !matches!(text_encoder.input_type, DatumType::I64 | DatumType::I32) {
-            return Err(ClipError::Onnx {
-                path: text.clone(),
-                reason: format!(
-                    "token input has type {:?}, expected int64 or int32",
-                    text_encoder.input_type
-                ),
-            });
-        }
-        if image.dim != text_encoder.dim {
+        if image.dim != text.dim {
             return Err(ClipError::Mismatch {
                 dir: dir.to_path_buf(),
                 reason: format!(
                     "image embeddings are {} wide but text embeddings {}",
-                    image.dim, text_encoder.dim
+                    image.dim, text.dim
                 ),
             });
         }
-        let id = hash_files(&[&vision, &text])?;
+        let id = hash_files(&[&spec.vision, &spec.text])?;
         Ok(ClipModel {
             id,
             dir: dir.to_path_buf(),
-            files: ModelFiles {
-                vision,
-                text,
-                tokenizer: tokenizer_path,
-                preprocessor,
-            },
-            preprocess,
+            preprocess: spec.preprocess.clone(),
+            spec,
             tokenizer,
             embedding_dim: image.dim,
             load_time: started.elapsed(),
             image,
-            text: text_encoder,
+            text,
         })
+    }
+
+    /// What the two graphs declare: (vision, text).
+    pub fn graph_info(&self) -> (&GraphInfo, &GraphInfo) {
+        (&self.image.info, &self.text.info)
     }
 
     /// Preprocess and embed frames.
@@ -640,7 +688,9 @@ impl ClipModel {
                 ))?,
             };
             let mask = if self.text.inputs.contains(&InputKind::AttentionMask) {
-                Some(make(Tensor::from_shape(&shape, &mask))?)
+                let dt = self.text.input_type_of(InputKind::AttentionMask);
+                let mask = make(Tensor::from_shape(&shape, &mask))?;
+                Some(make(mask.cast_to_dt(dt).map(|t| t.into_owned()))?)
             } else {
                 None
             };

@@ -5,6 +5,10 @@
 //! fixed point (the horizontal pass is rounded to u8 before the vertical one, as PIL does),
 //! centre-crop with integer division, rescale by 1/255 and normalise in f32. Matching PIL
 //! bit for bit is the point: CLIP was trained on PIL-resized images.
+//!
+//! open_clip's recipe (Immich and open_clip exports) differs in two ways it also states:
+//! `resize_mode = "squash"` resizes straight to the square input size, and its centre crop
+//! rounds the offset half-to-even (torchvision) where transformers floors it.
 
 use serde::Deserialize;
 
@@ -19,9 +23,29 @@ pub struct PreprocessConfig {
     pub crop: (u32, u32),
     pub do_center_crop: bool,
     pub filter: Filter,
+    pub resize_mode: ResizeMode,
+    pub crop_rounding: CropRounding,
     pub rescale_factor: f32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+}
+
+/// How the frame is brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// Shortest edge to `shortest_edge`, keeping the aspect ratio, then the centre crop.
+    ShortestEdge,
+    /// Straight to the crop size, ignoring the aspect ratio (SigLIP-style exports).
+    Squash,
+}
+
+/// How a centre crop with an odd margin picks its offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CropRounding {
+    /// transformers: `(h - crop) // 2`.
+    Floor,
+    /// torchvision: `int(round((h - crop) / 2))`, Python's half-to-even rounding.
+    HalfEven,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +62,8 @@ impl Default for PreprocessConfig {
             crop: (224, 224),
             do_center_crop: true,
             filter: Filter::Bicubic,
+            resize_mode: ResizeMode::ShortestEdge,
+            crop_rounding: CropRounding::Floor,
             rescale_factor: 1.0 / 255.0,
             mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
             std: [0.268_629_55, 0.261_302_6, 0.275_777_1],
@@ -51,6 +77,22 @@ enum SizeSpec {
     Square(u32),
     Shortest { shortest_edge: u32 },
     HeightWidth { height: u32, width: u32 },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OpenClipSize {
+    Square(u32),
+    Pair([u32; 2]),
+}
+
+#[derive(Deserialize)]
+struct OpenClipPreprocess {
+    size: OpenClipSize,
+    mean: [f32; 3],
+    std: [f32; 3],
+    interpolation: Option<String>,
+    resize_mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +158,70 @@ impl PreprocessConfig {
         Ok(cfg)
     }
 
+    /// Parse open_clip's `preprocess_cfg.json` dialect (Immich's `visual/preprocess_cfg.json`):
+    /// `size` (int or [h, w]), `mean`, `std`, `interpolation`, `resize_mode`.
+    pub fn from_open_clip_json(text: &str) -> Result<PreprocessConfig, String> {
+        let raw: OpenClipPreprocess = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let (h, w) = match raw.size {
+            OpenClipSize::Square(s) => (s, s),
+            OpenClipSize::Pair([h, w]) => (h, w),
+        };
+        if h != w {
+            return Err(format!("non-square input size {h}x{w} is not supported"));
+        }
+        let filter = match raw.interpolation.as_deref().unwrap_or("bicubic") {
+            "bicubic" => Filter::Bicubic,
+            "bilinear" => Filter::Bilinear,
+            other => {
+                return Err(format!(
+                    "interpolation {other:?} is not supported (expected bicubic or bilinear)"
+                ))
+            }
+        };
+        let resize_mode = match raw.resize_mode.as_deref().unwrap_or("shortest") {
+            "shortest" => ResizeMode::ShortestEdge,
+            "squash" => ResizeMode::Squash,
+            other => {
+                return Err(format!(
+                    "resize_mode {other:?} is not supported (expected shortest or squash)"
+                ))
+            }
+        };
+        if raw.std.iter().any(|v| *v <= 0.0) {
+            return Err("std must be positive".into());
+        }
+        if h == 0 {
+            return Err("size must be positive".into());
+        }
+        Ok(PreprocessConfig {
+            shortest_edge: h,
+            crop: (h, w),
+            do_center_crop: true,
+            filter,
+            resize_mode,
+            crop_rounding: CropRounding::HalfEven,
+            rescale_factor: 1.0 / 255.0,
+            mean: raw.mean,
+            std: raw.std,
+        })
+    }
+
+    /// One line for logs and `model check`.
+    pub fn describe(&self) -> String {
+        let (h, w) = self.crop;
+        let resize = match self.resize_mode {
+            ResizeMode::ShortestEdge => format!(
+                "shortest edge → {} ({:?}), centre crop {h}x{w} ({:?} offset)",
+                self.shortest_edge, self.filter, self.crop_rounding
+            ),
+            ResizeMode::Squash => format!("squash → {h}x{w} ({:?})", self.filter),
+        };
+        format!(
+            "{resize}, ×{:.6}, mean {:?}, std {:?}",
+            self.rescale_factor, self.mean, self.std
+        )
+    }
+
     /// Side lengths of the tensor [`preprocess`] returns: (height, width).
     pub fn output_size(&self) -> (u32, u32) {
         self.crop
@@ -125,13 +231,18 @@ impl PreprocessConfig {
 /// RGB frame → `[3, H, W]` f32 tensor, flattened channel-major.
 pub fn preprocess(image: &RgbImage, cfg: &PreprocessConfig) -> Vec<f32> {
     let (w, h) = (image.width, image.height);
-    let (new_w, new_h) = resize_target(w, h, cfg.shortest_edge);
-    let resized = resize(image, new_w, new_h, cfg.filter);
     let (crop_h, crop_w) = cfg.crop;
-    let resized = if cfg.do_center_crop {
-        center_crop(&resized, crop_w, crop_h)
-    } else {
-        resized
+    let resized = match cfg.resize_mode {
+        ResizeMode::Squash => resize(image, crop_w, crop_h, cfg.filter),
+        ResizeMode::ShortestEdge => {
+            let (new_w, new_h) = resize_target(w, h, cfg.shortest_edge);
+            let resized = resize(image, new_w, new_h, cfg.filter);
+            if cfg.do_center_crop {
+                center_crop(&resized, crop_w, crop_h, cfg.crop_rounding)
+            } else {
+                resized
+            }
+        }
     };
     let (out_w, out_h) = (resized.width as usize, resized.height as usize);
     let plane = out_w * out_h;
@@ -155,11 +266,26 @@ fn resize_target(w: u32, h: u32, shortest: u32) -> (u32, u32) {
     }
 }
 
-/// transformers' `center_crop`; pads with black when the image is smaller than the crop.
-pub fn center_crop(image: &RgbImage, crop_w: u32, crop_h: u32) -> RgbImage {
+fn crop_offset(margin: i64, rounding: CropRounding) -> i64 {
+    match rounding {
+        CropRounding::Floor => margin.div_euclid(2),
+        // margin/2 is either whole or exactly .5; Python rounds .5 to the even neighbour.
+        CropRounding::HalfEven => {
+            let floor = margin.div_euclid(2);
+            if margin.rem_euclid(2) == 0 || floor.rem_euclid(2) == 0 {
+                floor
+            } else {
+                floor + 1
+            }
+        }
+    }
+}
+
+/// Centre crop; pads with black when the image is smaller than the crop.
+pub fn center_crop(image: &RgbImage, crop_w: u32, crop_h: u32, rounding: CropRounding) -> RgbImage {
     let (w, h) = (image.width as i64, image.height as i64);
-    let top = (h - crop_h as i64).div_euclid(2);
-    let left = (w - crop_w as i64).div_euclid(2);
+    let top = crop_offset(h - crop_h as i64, rounding);
+    let left = crop_offset(w - crop_w as i64, rounding);
     let mut data = vec![0u8; crop_w as usize * crop_h as usize * 3];
     for y in 0..crop_h as i64 {
         let sy = y + top;
@@ -360,6 +486,43 @@ mod tests {
             }
         }
         RgbImage::new(w, h, data).unwrap()
+    }
+
+    #[test]
+    fn crop_offsets_floor_or_round_half_even() {
+        assert_eq!(crop_offset(174, CropRounding::Floor), 87);
+        assert_eq!(crop_offset(1, CropRounding::Floor), 0);
+        assert_eq!(crop_offset(1, CropRounding::HalfEven), 0); // round(0.5) == 0
+        assert_eq!(crop_offset(3, CropRounding::HalfEven), 2); // round(1.5) == 2
+        assert_eq!(crop_offset(5, CropRounding::HalfEven), 2); // round(2.5) == 2
+        assert_eq!(crop_offset(5, CropRounding::Floor), 2);
+        assert_eq!(crop_offset(7, CropRounding::HalfEven), 4);
+    }
+
+    #[test]
+    fn parses_open_clip_dialect() {
+        let c = PreprocessConfig::from_open_clip_json(
+            r#"{"size":[256,256],"mode":"RGB","mean":[0.5,0.5,0.5],"std":[0.5,0.5,0.5],"interpolation":"bicubic","resize_mode":"squash","fill_color":0}"#,
+        )
+        .unwrap();
+        assert_eq!((c.crop, c.resize_mode), ((256, 256), ResizeMode::Squash));
+        let c =
+            PreprocessConfig::from_open_clip_json(r#"{"size":224,"mean":[0,0,0],"std":[1,1,1]}"#)
+                .unwrap();
+        assert_eq!(
+            (c.shortest_edge, c.resize_mode, c.crop_rounding),
+            (224, ResizeMode::ShortestEdge, CropRounding::HalfEven)
+        );
+        assert!(PreprocessConfig::from_open_clip_json(
+            r#"{"size":224,"mean":[0,0,0],"std":[1,1,1],"resize_mode":"longest"}"#
+        )
+        .is_err());
+        let sq = PreprocessConfig {
+            resize_mode: ResizeMode::Squash,
+            ..PreprocessConfig::default()
+        };
+        let img = RgbImage::new(400, 100, [9u8, 9, 9].repeat(400 * 100)).unwrap();
+        assert_eq!(preprocess(&img, &sq).len(), 3 * 224 * 224);
     }
 
     #[test]
