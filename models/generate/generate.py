@@ -772,6 +772,13 @@ def tidy_export(path: Path, renames: dict):
     for n in g.node:
         del n.metadata_props[:]
         n.doc_string = ""
+        # That converter moves a Reduce* op's axes input (opset 18) into the attribute but keeps
+        # noop_with_empty_axes, which only ReduceSum has before opset 18; 0 is its default.
+        if n.op_type.startswith("Reduce") and n.op_type != "ReduceSum":
+            keep = [a for a in n.attribute if a.name != "noop_with_empty_axes"]
+            assert all(a.i == 0 for a in n.attribute if a.name == "noop_with_empty_axes"), n
+            del n.attribute[:]
+            n.attribute.extend(keep)
     for old, new in renames.items():
         names = ({i.name for i in g.initializer} | {v.name for v in g.input} | {v.name for v in g.output}
                  | {o for n in g.node for o in n.output})
