@@ -185,7 +185,15 @@ pub struct GstSource {
     frames_out: u64,
     finished: bool,
     warnings: Vec<String>,
+    last_progress: std::time::Instant,
+    stall_timeout: std::time::Duration,
 }
+
+/// How long a pipeline may go without a frame, an error or the end of the stream before
+/// it counts as stalled. decodebin2 can swallow a demuxer's error (it filters errors of an
+/// element while changing its state, and a pull-mode demuxer may fail inside that window),
+/// which otherwise leaves the pipeline waiting forever.
+pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl GstSource {
     /// `location`: a file path or a URI.
@@ -315,6 +323,8 @@ impl GstSource {
             last_pts: None,
             frames_out: 0,
             finished: false,
+            last_progress: std::time::Instant::now(),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             warnings: Vec::new(),
         };
         if source.pipeline.set_state(gst::State::Playing).is_err() {
@@ -472,10 +482,21 @@ impl FrameSource for GstSource {
                     uri: self.uri.clone(),
                 });
             }
+            if self.last_progress.elapsed() > self.stall_timeout {
+                let seconds = self.stall_timeout.as_secs_f64();
+                let message = if self.video_pads.load(Ordering::SeqCst) == 0 {
+                    format!("no playable video stream found: decoding stalled for {seconds:.0} s without an error from GStreamer (the file is probably damaged)")
+                } else {
+                    format!("decoding stalled: no frame, error or end of stream for {seconds:.0} s")
+                };
+                self.finish();
+                return Err(self.stream_error(message, None));
+            }
             if let Some(sample) = self
                 .appsink
                 .try_pull_sample(gst::ClockTime::from_mseconds(100))
             {
+                self.last_progress = std::time::Instant::now();
                 let frame = self.frame_from_sample(&sample)?;
                 self.last_pts = Some(frame.pts);
                 self.frames_out += 1;
