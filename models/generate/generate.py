@@ -9,12 +9,19 @@ Default (no arguments):
     config.json, README.md)
   * writes tests/fixtures/reference/ (captions.json, frames.json, frames/*.rgb,
     frames/*.pixel_values.f32, summary.json)
+  * then, from those files (unless --skip-other-layouts): models/tiny-clip-immich/ and
+    models/tiny-clip-immich-int8/ (the same weights in the Immich / open_clip layout),
+    models/tiny-clip/onnx/*_fp16.onnx (Xenova-style fp16), models/tiny-openclip-256/ (a second
+    random model built with open_clip: 256 px, squash resize), and their references
+    tests/fixtures/reference/{immich.json, openclip256.json, openclip256/*.squash_256.f32,
+    frames/*.openclip_shortest_224.f32}
 
   --preset vit-b-32 --out DIR
   * writes a ViT-B/32-sized model with random weights in the same layout (fp32 + int8),
     no reference outputs. For benchmarks; never commit it.
 
-Everything is deterministic: weights come from torch.manual_seed(0).
+Everything is deterministic: weights come from torch.manual_seed(0) (the 256 px open_clip model:
+torch.manual_seed(1)).
 """
 
 from __future__ import annotations
@@ -1214,10 +1221,18 @@ Produced by `models/generate/generate.py`; do not edit by hand. The layout follo
   Pad to `text_cfg.context_length` with the configured pad token, truncate keeping the end token.
 - `config.json`: open_clip model config (embed_dim, vision_cfg, text_cfg).
 
-Same weights as `models/tiny-clip` (torch, normalised): text cosine >= {t['ort_vs_hf_reference_same_tokens_min_cosine']:.6f},
-vision >= {v['ort_vs_hf_reference_same_pixels_min_cosine']:.6f} (fp32 ONNX). int8 vs fp32 ONNX: text min
+Same weights as `models/tiny-clip`: cosine to its torch outputs (normalised) on the same tokens /
+pixels, text min {t['ort_vs_hf_reference_same_tokens_min_cosine']:.12f}, vision min
+{v['ort_vs_hf_reference_same_pixels_min_cosine']:.12f} (fp32 ONNX). int8 vs fp32 ONNX: text min
 {t['int8_vs_fp32_min_cosine']:.5f}, vision min {v['int8_vs_fp32_min_cosine']:.5f}. Reference outputs:
 `tests/fixtures/reference/immich.json`.
+
+Two dialect notes. (1) open_clip's own tokenizer runs ftfy + html.unescape before the BPE; Immich
+(and tokenizer.json) do not: {stats['tokenizer_dialects']['open_clip_vs_hf_pad0_differ']} of the {stats['tokenizer_dialects']['captions']} reference captions tokenize differently
+(`ids` vs `ids_hf_pad0` in immich.json). (2) open_clip's centre crop rounds the offset
+(torchvision: `int(round((side - 224) / 2.0))`, half to even); Immich's own server code
+(`crop_pil`: `int(side / 2 - 224 / 2)`) and HF floor it. They differ exactly when
+(side - 224) % 4 == 3, e.g. 640x272 -> 527x224: left 152 (open_clip) vs 151 (Immich server, HF).
 """)
 
 

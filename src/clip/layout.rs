@@ -37,6 +37,14 @@ impl Layout {
         }
     }
 
+    /// open_clip exports were trained on open_clip's cleaned text.
+    pub fn text_cleaning(self) -> super::TextCleaning {
+        match self {
+            Layout::Xenova => super::TextCleaning::None,
+            Layout::Immich => super::TextCleaning::OpenClip,
+        }
+    }
+
     /// The outputs to read: (image, text).
     pub fn output_names(self) -> (&'static str, &'static str) {
         match self {

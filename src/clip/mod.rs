@@ -31,7 +31,7 @@ pub use layout::{detect, locate, Layout, ModelSpec};
 pub use preprocess::{
     center_crop, preprocess, resize, CropRounding, Filter, PreprocessConfig, ResizeMode,
 };
-pub use tokenizer::ClipTokenizer;
+pub use tokenizer::{open_clip_clean, ClipTokenizer, TextCleaning};
 
 use crate::config::ModelVariant;
 use crate::Disposition;
@@ -529,12 +529,16 @@ impl ClipModel {
     ) -> Result<ClipModel, ClipError> {
         let started = Instant::now();
         let spec = locate(dir, variant, layout)?;
-        let tokenizer =
-            ClipTokenizer::from_file(&spec.tokenizer, spec.context_length, &spec.pad_token)
-                .map_err(|reason| ClipError::BadFile {
-                    path: spec.tokenizer.clone(),
-                    reason,
-                })?;
+        let tokenizer = ClipTokenizer::from_file(
+            &spec.tokenizer,
+            spec.context_length,
+            &spec.pad_token,
+            spec.layout.text_cleaning(),
+        )
+        .map_err(|reason| ClipError::BadFile {
+            path: spec.tokenizer.clone(),
+            reason,
+        })?;
 
         let options = run_options(threads);
         let half = variant == ModelVariant::Fp16;
