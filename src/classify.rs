@@ -143,18 +143,67 @@ pub fn mean_embedding<'a>(vectors: impl IntoIterator<Item = &'a [f32]>) -> Optio
     sum.map(l2_normalized)
 }
 
-/// How keyframe embeddings become one window embedding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a window's keyframes become one embedding and one ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Aggregation {
+    /// Mean of the keyframes' normalised embeddings (papers 002/003).
     #[default]
     Mean,
+    /// The keyframes tiled in time order into one 3×3 (or 2×2 for ≤ 4) super image, one
+    /// CLIP pass (paper 000, after SIFAR); see [`super_image`].
+    Grid,
+    /// Each keyframe scored on its own; a label keeps its best probability (and that
+    /// frame's cosine). The stored embedding is the mean.
+    Max,
 }
 
-impl Aggregation {
-    pub fn aggregate(&self, frame_embeddings: &[Vec<f32>]) -> Option<Vec<f32>> {
-        match self {
-            Aggregation::Mean => mean_embedding(frame_embeddings.iter().map(Vec::as_slice)),
+/// The seam for learned aggregators (paper 002's transformer over frame embeddings): turn
+/// the keyframes' embeddings into the window's embedding.
+pub trait Aggregator: Send {
+    fn aggregate(&self, frame_embeddings: &[Vec<f32>]) -> Option<Vec<f32>>;
+}
+
+impl Aggregator for Aggregation {
+    fn aggregate(&self, frame_embeddings: &[Vec<f32>]) -> Option<Vec<f32>> {
+        // Grid windows arrive as a single embedding already; Max stores the mean.
+        mean_embedding(frame_embeddings.iter().map(Vec::as_slice))
+    }
+}
+
+/// Tile up to nine frames, in time order, into a square super image for one CLIP pass.
+///
+/// Each frame is centre-cropped to a square (as CLIP's own preprocessing would) and resized
+/// with the same PIL-exact bicubic to `tile` pixels — the model's input side — so the grid
+/// is 3·tile (or 2·tile for up to four frames, 1·tile for one) and the model's ordinary
+/// preprocessing then shrinks the whole grid to its input: each frame covers a third (or
+/// half) of CLIP's view. Unused cells stay black.
+pub fn super_image(frames: &[&crate::ingest::RgbImage], tile: u32) -> crate::ingest::RgbImage {
+    use crate::clip::{center_crop, resize, CropRounding, Filter};
+    let frames = &frames[..frames.len().min(9)];
+    let side = match frames.len() {
+        0 | 1 => 1,
+        2..=4 => 2,
+        _ => 3,
+    };
+    let size = side * tile;
+    let mut data = vec![0u8; (size * size * 3) as usize];
+    for (n, frame) in frames.iter().enumerate() {
+        let short = frame.width.min(frame.height);
+        let square = center_crop(frame, short, short, CropRounding::Floor);
+        let cell = resize(&square, tile, tile, Filter::Bicubic);
+        let (row, col) = (n as u32 / side, n as u32 % side);
+        for y in 0..tile {
+            let src = (y * tile * 3) as usize;
+            let dst = (((row * tile + y) * size + col * tile) * 3) as usize;
+            data[dst..dst + (tile * 3) as usize]
+                .copy_from_slice(&cell.data[src..src + (tile * 3) as usize]);
         }
+    }
+    crate::ingest::RgbImage {
+        width: size,
+        height: size,
+        data,
     }
 }
 
@@ -220,6 +269,30 @@ impl LabelSet {
             s.rank = i as u32 + 1;
         }
         scores
+    }
+
+    /// Per label, the best probability over several frames (with that frame's cosine),
+    /// ranked; the `max` aggregation. Probabilities then no longer sum to one.
+    pub fn score_max(&self, frame_embeddings: &[Vec<f32>]) -> Vec<LabelScore> {
+        let mut best: Vec<LabelScore> = Vec::new();
+        for e in frame_embeddings {
+            for s in self.score(e) {
+                match best.iter_mut().find(|b| b.label == s.label) {
+                    Some(b) if b.probability < s.probability => *b = s,
+                    Some(_) => {}
+                    None => best.push(s),
+                }
+            }
+        }
+        best.sort_by(|a, b| {
+            b.probability
+                .total_cmp(&a.probability)
+                .then_with(|| a.label.cmp(&b.label))
+        });
+        for (i, s) in best.iter_mut().enumerate() {
+            s.rank = i as u32 + 1;
+        }
+        best
     }
 
     pub fn top(

@@ -86,6 +86,8 @@ struct RawConfig {
     #[serde(default)]
     window: RawWindow,
     #[serde(default)]
+    keyframes: RawKeyframes,
+    #[serde(default)]
     classify: RawClassify,
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
@@ -132,6 +134,48 @@ struct RawWindow {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawKeyframes {
+    select: Option<Selection>,
+    k: Option<toml::Spanned<usize>>,
+    aggregate: Option<crate::classify::Aggregation>,
+    skip_unchanged: Option<bool>,
+    scene_threshold: Option<toml::Spanned<f32>>,
+}
+
+/// Which frames of a window CLIP sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    /// Every sampled frame.
+    All,
+    /// PCA + k-means keyframes (paper 000).
+    Cluster,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyframeConfig {
+    pub select: Selection,
+    pub k: usize,
+    pub aggregate: crate::classify::Aggregation,
+    /// Reuse the previous window's embedding when the scene did not change.
+    pub skip_unchanged: bool,
+    pub scene_threshold: f32,
+}
+
+impl Default for KeyframeConfig {
+    fn default() -> Self {
+        KeyframeConfig {
+            select: Selection::Cluster,
+            k: 5,
+            aggregate: crate::classify::Aggregation::Mean,
+            skip_unchanged: true,
+            scene_threshold: crate::keyframes::DEFAULT_SCENE_THRESHOLD,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawClassify {
     top_k: Option<toml::Spanned<usize>>,
     min_probability: Option<toml::Spanned<f32>>,
@@ -155,6 +199,7 @@ pub struct Config {
     pub database: PathBuf,
     pub sampling: Sampling,
     pub window: Duration,
+    pub keyframes: KeyframeConfig,
     pub classify: ClassifyConfig,
     pub sources: Vec<SourceConfig>,
 }
@@ -270,6 +315,37 @@ impl Config {
             }
         };
 
+        let mut keyframes = KeyframeConfig::default();
+        if let Some(s) = raw.keyframes.select {
+            keyframes.select = s;
+        }
+        if let Some(k) = raw.keyframes.k {
+            if !(1..=64).contains(k.get_ref()) {
+                return Err(invalid(
+                    "keyframes.k",
+                    Some(k.span()),
+                    format!("expected 1 to 64 keyframes, got {}", k.get_ref()),
+                ));
+            }
+            keyframes.k = *k.get_ref();
+        }
+        if let Some(a) = raw.keyframes.aggregate {
+            keyframes.aggregate = a;
+        }
+        if let Some(s) = raw.keyframes.skip_unchanged {
+            keyframes.skip_unchanged = s;
+        }
+        if let Some(t) = raw.keyframes.scene_threshold {
+            if !(t.get_ref().is_finite() && *t.get_ref() >= 0.0) {
+                return Err(invalid(
+                    "keyframes.scene_threshold",
+                    Some(t.span()),
+                    "expected a non-negative distance".into(),
+                ));
+            }
+            keyframes.scene_threshold = *t.get_ref();
+        }
+
         let mut classify = ClassifyConfig::default();
         if let Some(k) = raw.classify.top_k {
             if *k.get_ref() == 0 {
@@ -357,6 +433,7 @@ impl Config {
             database: base.join(&raw.database),
             sampling,
             window,
+            keyframes,
             classify,
             sources,
         })

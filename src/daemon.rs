@@ -17,11 +17,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::classify::{expand_labels, load_labels, Aggregation, LabelError, LabelSet};
-use crate::clip::{preprocess, ClipError, ClipModel, PreprocessConfig};
-use crate::config::{mask_uri, Config, SourceConfig};
+use crate::classify::{
+    expand_labels, load_labels, super_image, Aggregation, Aggregator, LabelError, LabelSet,
+};
+use crate::clip::{preprocess, ClipError, ClipModel, ImageEmbedder, PreprocessConfig};
+use crate::config::{mask_uri, Config, KeyframeConfig, Selection, SourceConfig};
 use crate::ingest::{FrameSource, GstSource, IngestError, Sampling};
-use crate::keyframes::{AllFrames, Window, Windower};
+use crate::keyframes::{
+    scene_unchanged, AllFrames, ClusterSelector, KeyframeSelector, Window, Windower,
+};
 use crate::store::{
     LabelRecord, ModelRecord, NewMatch, NewSegment, Store, StoreError, StoreWriter,
 };
@@ -159,21 +163,43 @@ pub fn prepare_labels(
     Ok((set, missing.len()))
 }
 
-/// A window ready for CLIP: keyframes already preprocessed.
-struct WindowJob {
-    source: String,
-    source_uri: String,
-    window_start: f64,
-    window_end: f64,
-    sampled: usize,
-    keyframes_ms: Vec<i64>,
-    pixels: Vec<Vec<f32>>,
+/// A window ready for CLIP: keyframes already preprocessed (one tensor per keyframe, or a
+/// single super image in grid mode).
+#[derive(Debug, Clone)]
+pub struct WindowJob {
+    pub source: String,
+    pub source_uri: String,
+    pub window_start: f64,
+    pub window_end: f64,
+    pub sampled: usize,
+    pub keyframes_ms: Vec<i64>,
+    /// Cheap features of the keyframes, for the unchanged-scene check.
+    pub features: Vec<Vec<f32>>,
+    pub pixels: Vec<Vec<f32>>,
 }
 
-fn job_from_window(source: &SourceConfig, window: Window, recipe: &PreprocessConfig) -> WindowJob {
+/// Preprocess a window's keyframes for the configured aggregation.
+pub fn job_from_window(
+    source: &str,
+    source_uri: &str,
+    window: Window,
+    recipe: &PreprocessConfig,
+    aggregation: Aggregation,
+) -> WindowJob {
+    let pixels = match aggregation {
+        Aggregation::Grid => {
+            let images: Vec<_> = window.keyframes.iter().map(|f| &f.image).collect();
+            vec![preprocess(&super_image(&images, recipe.crop.0), recipe)]
+        }
+        Aggregation::Mean | Aggregation::Max => window
+            .keyframes
+            .iter()
+            .map(|f| preprocess(&f.image, recipe))
+            .collect(),
+    };
     WindowJob {
-        source: source.name.clone(),
-        source_uri: mask_uri(&source.uri),
+        source: source.to_string(),
+        source_uri: mask_uri(source_uri),
         window_start: window.start,
         window_end: window.end,
         sampled: window.sampled,
@@ -182,19 +208,29 @@ fn job_from_window(source: &SourceConfig, window: Window, recipe: &PreprocessCon
             .iter()
             .map(|f| (f.pts * 1000.0).round() as i64)
             .collect(),
-        pixels: window
-            .keyframes
-            .iter()
-            .map(|f| preprocess(&f.image, recipe))
-            .collect(),
+        features: window.features,
+        pixels,
+    }
+}
+
+/// The keyframe selector the config asks for.
+pub fn selector_for(config: &KeyframeConfig) -> Box<dyn KeyframeSelector> {
+    match config.select {
+        Selection::All => Box::new(AllFrames),
+        Selection::Cluster => Box::new(ClusterSelector {
+            duplicate_distance: config.scene_threshold,
+            ..ClusterSelector::new(config.k)
+        }),
     }
 }
 
 /// Pull one source to its end, sending windows to inference.
+#[allow(clippy::too_many_arguments)]
 fn ingest_source(
     source: &SourceConfig,
     sampling: Sampling,
     window: std::time::Duration,
+    keyframes: &KeyframeConfig,
     recipe: &PreprocessConfig,
     jobs: &Sender<WindowJob>,
     progress: &dyn Progress,
@@ -212,11 +248,18 @@ fn ingest_source(
         }
     };
     progress.source_started(&source.name, frames.duration());
-    let mut windower = Windower::new(window, Box::new(AllFrames));
+    let mut windower = Windower::new(window, selector_for(keyframes));
     let send = |w: Window, report: &mut SourceReport| -> bool {
         report.windows += 1;
         report.media_seconds = w.end;
-        jobs.send(job_from_window(source, w, recipe)).is_ok()
+        jobs.send(job_from_window(
+            &source.name,
+            &source.uri,
+            w,
+            recipe,
+            keyframes.aggregate,
+        ))
+        .is_ok()
     };
     loop {
         if cancel.load(Ordering::SeqCst) {
@@ -255,23 +298,85 @@ fn ingest_source(
     report
 }
 
-/// CLIP + classification for one window; the result is what the store keeps.
-pub struct Tagger {
-    pub model: ClipModel,
-    pub labels: LabelSet,
-    pub aggregation: Aggregation,
-    pub top_k: usize,
-    pub min_probability: f32,
+/// The last window of a source whose embedding was computed, for the unchanged-scene skip.
+struct Reference {
+    features: Vec<Vec<f32>>,
+    frame_embeddings: Vec<Vec<f32>>,
+    embedding: Vec<f32>,
 }
 
-impl Tagger {
-    fn tag(&self, job: WindowJob) -> Result<NewSegment, ClipError> {
-        let embeddings = self.model.embed_pixels(&job.pixels)?;
-        let embedding = self.aggregation.aggregate(&embeddings).unwrap_or_default();
-        let matches = self
-            .labels
-            .top(&embedding, self.top_k, self.min_probability)
+/// CLIP + classification for one window; the result is what the store keeps.
+pub struct Tagger<E: ImageEmbedder> {
+    pub embedder: E,
+    pub model_id: String,
+    pub labels: LabelSet,
+    pub keyframes: KeyframeConfig,
+    pub top_k: usize,
+    pub min_probability: f32,
+    previous: HashMap<String, Reference>,
+}
+
+impl<E: ImageEmbedder> Tagger<E> {
+    pub fn new(
+        embedder: E,
+        model_id: String,
+        labels: LabelSet,
+        keyframes: KeyframeConfig,
+        classify: &crate::config::ClassifyConfig,
+    ) -> Self {
+        Tagger {
+            embedder,
+            model_id,
+            labels,
+            keyframes,
+            top_k: classify.top_k,
+            min_probability: classify.min_probability,
+            previous: HashMap::new(),
+        }
+    }
+
+    pub fn tag(&mut self, job: WindowJob) -> Result<NewSegment, ClipError> {
+        let unchanged = self.keyframes.skip_unchanged
+            && self.previous.get(&job.source).is_some_and(|r| {
+                scene_unchanged(&r.features, &job.features, self.keyframes.scene_threshold)
+            });
+        let clip_calls;
+        if unchanged {
+            // The reference stays the window that was embedded, so slow drift still
+            // triggers a fresh embedding once it adds up past the threshold.
+            clip_calls = 0;
+        } else {
+            let frame_embeddings = self.embedder.embed_pixels(&job.pixels)?;
+            clip_calls = frame_embeddings.len() as u32;
+            let embedding = self
+                .keyframes
+                .aggregate
+                .aggregate(&frame_embeddings)
+                .unwrap_or_default();
+            self.previous.insert(
+                job.source.clone(),
+                Reference {
+                    features: job.features.clone(),
+                    frame_embeddings,
+                    embedding,
+                },
+            );
+        }
+        let reference = self
+            .previous
+            .get(&job.source)
+            .ok_or_else(|| ClipError::Inference {
+                path: job.source.clone().into(),
+                reason: "no embedding for the window".into(),
+            })?;
+        let scores = match self.keyframes.aggregate {
+            Aggregation::Max => self.labels.score_max(&reference.frame_embeddings),
+            Aggregation::Mean | Aggregation::Grid => self.labels.score(&reference.embedding),
+        };
+        let matches = scores
             .into_iter()
+            .take(self.top_k)
+            .filter(|s| s.probability >= self.min_probability)
             .map(|s| NewMatch {
                 label: s.label,
                 rank: s.rank,
@@ -282,14 +387,14 @@ impl Tagger {
         Ok(NewSegment {
             source: job.source,
             source_uri: job.source_uri,
-            model_id: self.model.id.clone(),
+            model_id: self.model_id.clone(),
             start_ms: (job.window_start * 1000.0).round() as i64,
             end_ms: (job.window_end * 1000.0).round() as i64,
             wall_time: now_unix(),
             frame_count: job.sampled as u32,
             keyframes_ms: job.keyframes_ms,
-            clip_calls: embeddings.len() as u32,
-            embedding,
+            clip_calls,
+            embedding: reference.embedding.clone(),
             matches,
         })
     }
@@ -353,15 +458,17 @@ pub fn run_sources(
         "labels ready"
     );
 
-    let tagger = Tagger {
+    let model_id = model.id.clone();
+    let recipe = model.preprocess.clone();
+    let mut tagger = Tagger::new(
         model,
+        model_id,
         labels,
-        aggregation: Aggregation::Mean,
-        top_k: config.classify.top_k,
-        min_probability: config.classify.min_probability,
-    };
+        config.keyframes.clone(),
+        &config.classify,
+    );
     let mut report = RunReport {
-        model_id: tagger.model.id.clone(),
+        model_id: tagger.model_id.clone(),
         labels: tagger.labels.labels.len(),
         prompts_encoded,
         sources: Vec::new(),
@@ -369,14 +476,14 @@ pub fn run_sources(
 
     let (tx, rx): (Sender<WindowJob>, Receiver<WindowJob>) = bounded(4);
     let cancel = Arc::new(AtomicBool::new(false));
-    let recipe = tagger.model.preprocess.clone();
     let mut handles = Vec::new();
     for source in config.sources.clone() {
         let tx = tx.clone();
         let recipe = recipe.clone();
         let progress = progress.clone();
         let cancel = cancel.clone();
-        let (sampling, window) = (config.sampling, config.window);
+        let (sampling, window, keyframes) =
+            (config.sampling, config.window, config.keyframes.clone());
         let handle = std::thread::Builder::new()
             .name(format!("source-{}", source.name))
             .spawn(move || {
@@ -384,6 +491,7 @@ pub fn run_sources(
                     &source,
                     sampling,
                     window,
+                    &keyframes,
                     &recipe,
                     &tx,
                     progress.as_ref(),

@@ -28,7 +28,7 @@ impl Setup {
     /// Writes a config with the given `(name, file)` sources and returns its path.
     fn config(&self, name: &str, sources: &[(&str, PathBuf)], extra: &str) -> PathBuf {
         let mut text = format!(
-            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n{extra}\n[model]\ndir = {:?}\nthreads = 1\n\n[sampling]\nfps = 1.0\n\n[window]\nseconds = 10.0\n\n[classify]\ntop_k = 3\n",
+            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n{extra}\n[model]\ndir = {:?}\nthreads = 1\n\n[sampling]\nfps = 1.0\n\n[window]\nseconds = 10.0\n\n[keyframes]\n# every sampled frame, so windows compare with the all-frames mean\nselect = \"all\"\nskip_unchanged = false\n\n[classify]\ntop_k = 3\n",
             tiny_model()
         );
         for (source, file) in sources {

@@ -11,6 +11,10 @@ fn example_configs_parse() {
     assert_eq!(example.sampling, Sampling::Fps(1.0));
     assert_eq!(example.model.variant, ModelVariant::Fp32);
     assert_eq!(example.classify.prompt_templates.len(), 5);
+    assert_eq!(
+        (example.keyframes.k, example.keyframes.skip_unchanged),
+        (5, true)
+    );
     let demo = Config::load(&common::repo().join("examples/demo.toml")).unwrap();
     assert!(demo.model.dir.ends_with("models/tiny-clip"));
     assert_eq!(demo.sources.len(), 1);

@@ -331,3 +331,44 @@ fn model_check_describes_each_layout() {
     assert_eq!(o.status.code(), Some(78));
     assert!(err.contains("onnx/vision_model.onnx"), "{err}");
 }
+
+#[test]
+fn text_models_with_an_attention_mask_input_are_fed_one() {
+    use prost::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("masked");
+    for rel in [
+        "onnx/vision_model.onnx",
+        "onnx/text_model.onnx",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "config.json",
+    ] {
+        std::fs::create_dir_all(dir.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(model_dir("tiny-clip").join(rel), dir.join(rel)).unwrap();
+    }
+    // Some exports declare `attention_mask` beside `input_ids` (int64, same shape).
+    let path = dir.join("onnx/text_model.onnx");
+    let mut onnx =
+        tract_onnx::pb::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let graph = onnx.graph.as_mut().unwrap();
+    let mut mask = graph.input[0].clone();
+    mask.name = "attention_mask".into();
+    graph.input.push(mask);
+    std::fs::write(&path, onnx.encode_to_vec()).unwrap();
+
+    let masked = ClipModel::load(&dir, ModelVariant::Fp32, 1).unwrap();
+    assert_eq!(masked.graph_info().1.inputs.len(), 2);
+    let plain = load("tiny-clip", ModelVariant::Fp32);
+    let texts = vec!["a dog on the sofa".to_string(), "car".to_string()];
+    for ((ids_a, a), (ids_b, b)) in masked
+        .embed_texts(&texts)
+        .unwrap()
+        .iter()
+        .zip(plain.embed_texts(&texts).unwrap().iter())
+    {
+        assert_eq!(ids_a, ids_b);
+        assert!(cosine(a, b) > 0.99999);
+    }
+}

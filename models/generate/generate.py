@@ -16,9 +16,12 @@ Default (no arguments):
     tests/fixtures/reference/{immich.json, openclip256.json, openclip256/*.squash_256.f32,
     frames/*.openclip_shortest_224.f32}
 
-  --preset vit-b-32 --out DIR
+  --preset vit-b-32 --out DIR [--immich-out DIR2]
   * writes a ViT-B/32-sized model with random weights in the same layout (fp32 + int8),
     no reference outputs. For benchmarks; never commit it.
+  * with --immich-out: the same weights also in the Immich layout, fp32 in DIR2 and int8 in
+    DIR2-int8 (pad token "<|endoftext|>" as Immich's openai exports), checked with onnxruntime
+    against the normalised DIR outputs.
 
 Everything is deterministic: weights come from torch.manual_seed(0) (the 256 px open_clip model:
 torch.manual_seed(1)).
@@ -601,17 +604,18 @@ def write_compact_json(path: Path, obj):
     path.write_text(json.dumps(obj))
 
 
-def write_immich_tokenizer(src_model_dir: Path, textual_dir: Path):
+def write_immich_tokenizer(src_model_dir: Path, textual_dir: Path, pad_token: str = OC_PAD_TOKEN):
     """textual/tokenizer.json (byte copy of the HF one), tokenizer_config.json and
     special_tokens_map.json in the form transformers' save_pretrained gives a CLIPTokenizer, with
-    pad_token "!"."""
+    pad_token "!" (the fixtures) or another token of the vocabulary ("<|endoftext|>": Immich's
+    openai exports)."""
     textual_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src_model_dir / "tokenizer.json", textual_dir / "tokenizer.json")
     tj = json.loads((textual_dir / "tokenizer.json").read_text())
     added = {str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
              for a in tj["added_tokens"]}
     assert sorted(added) == [str(BOS_ID), str(EOS_ID)], added
-    assert tj["model"]["vocab"][OC_PAD_TOKEN] == OC_PAD_ID
+    assert tj["model"]["vocab"][OC_PAD_TOKEN] == OC_PAD_ID and pad_token in tj["model"]["vocab"]
     cfg = {
         "add_prefix_space": False,
         "added_tokens_decoder": added,
@@ -621,12 +625,12 @@ def write_immich_tokenizer(src_model_dir: Path, textual_dir: Path):
         "eos_token": EOS,
         "errors": "replace",
         "model_max_length": MAX_LEN,
-        "pad_token": OC_PAD_TOKEN,
+        "pad_token": pad_token,
         "tokenizer_class": "CLIPTokenizer",
         "unk_token": EOS,
     }
     (textual_dir / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
-    stm = {"bos_token": BOS, "eos_token": EOS, "pad_token": OC_PAD_TOKEN, "unk_token": EOS}
+    stm = {"bos_token": BOS, "eos_token": EOS, "pad_token": pad_token, "unk_token": EOS}
     (textual_dir / "special_tokens_map.json").write_text(json.dumps(stm, indent=2) + "\n")
 
 
@@ -760,6 +764,30 @@ def export_immich_pair(text_w, vision_w, model_dir: Path, image_size: int):
         log(f"exported {path.relative_to(model_dir)} in {time.time() - t0:.1f}s: {len(m.graph.node)} nodes, "
             f"ops {sorted({n.op_type for n in m.graph.node})}, "
             f"inputs {describe_io(m.graph.input)}, outputs {describe_io(m.graph.output)}")
+
+
+def write_immich_layout(preset: str, tokenizer_src: Path, fp32_dir: Path, int8_dir: Path, text, vision,
+                        pad_token: str = OC_PAD_TOKEN) -> tuple[dict, dict]:
+    """The HF text/vision weights in the Immich layout: config.json, visual/preprocess_cfg.json,
+    textual/ tokenizer files into both directories, visual|textual/model.onnx (fp32) into
+    fp32_dir and their quantize_dynamic (CHOSEN_QUANT) copies into int8_dir. Replaces only the
+    files it writes (callers remove whole directories they own). Returns (open_clip config,
+    preprocess config)."""
+    oc_cfg = open_clip_config_for(preset)
+    image_size = PRESETS[preset]["vision"]["image_size"]
+    pp_cfg = open_clip_preprocess_cfg(image_size, CLIP_MEAN, CLIP_STD, "shortest")
+    for d in (fp32_dir, int8_dir):
+        for sub in ("visual", "textual"):
+            if (d / sub).exists():
+                shutil.rmtree(d / sub)
+        write_compact_json(d / "config.json", oc_cfg)
+        write_compact_json(d / "visual" / "preprocess_cfg.json", pp_cfg)
+        write_immich_tokenizer(tokenizer_src, d / "textual", pad_token)
+    text_w, vision_w = immich_wrappers(text, vision)
+    export_immich_pair(text_w, vision_w, fp32_dir, image_size)
+    for part in ("textual", "visual"):
+        quantize(fp32_dir / part / "model.onnx", int8_dir / part / "model.onnx", **CHOSEN_QUANT)
+    return oc_cfg, pp_cfg
 
 
 def tidy_export(path: Path, renames: dict):
@@ -974,18 +1002,10 @@ def make_other_layouts(args, work: Path, model_dir: Path, ref_dir: Path, text, v
     log("ORT fp16 vs torch fp32:", stats["fp16_vs_torch_fp32"])
 
     # ---- Immich layout, same weights
-    oc_cfg = open_clip_config_for("tiny")
-    pp_cfg = open_clip_preprocess_cfg(224, CLIP_MEAN, CLIP_STD, "shortest")
     for d in (IMMICH_DIR, IMMICH_INT8_DIR):
         if d.exists():
             shutil.rmtree(d)
-        write_compact_json(d / "config.json", oc_cfg)
-        write_compact_json(d / "visual" / "preprocess_cfg.json", pp_cfg)
-        write_immich_tokenizer(model_dir, d / "textual")
-    text_w, vision_w = immich_wrappers(text, vision)
-    export_immich_pair(text_w, vision_w, IMMICH_DIR, 224)
-    for part in ("textual", "visual"):
-        quantize(IMMICH_DIR / part / "model.onnx", IMMICH_INT8_DIR / part / "model.onnx", **CHOSEN_QUANT)
+    oc_cfg, pp_cfg = write_immich_layout("tiny", model_dir, IMMICH_DIR, IMMICH_INT8_DIR, text, vision)
     stats["immich_io"] = {str(p.relative_to(model_dir.parent)): onnx_io_summary(p)
                           for d in (IMMICH_DIR, IMMICH_INT8_DIR) for p in sorted(d.rglob("*.onnx"))}
 
@@ -1135,7 +1155,9 @@ def make_other_layouts(args, work: Path, model_dir: Path, ref_dir: Path, text, v
         shutil.rmtree(sq_dir)
     sq_dir.mkdir(parents=True)
     frows, pvs, sq_diff = [], [], 0.0
-    for fr in frames:
+    # Two frames keep the fixture small: bikes (shown at its coded size) and carphone
+    # (non-square pixels); the squash path is the same for every frame.
+    for fr in [f for f in frames if f["name"] in ("bikes_0", "carphone_0")]:
         pv = pre256(Image.fromarray(fr["_rgb"])).numpy()
         assert pv.shape == (3, size256, size256) and pv.dtype == np.float32
         sq_diff = max(sq_diff, float(np.abs(pv - open_clip_squash_by_hand(fr["_rgb"], size256, OC256_MEAN,
@@ -1236,6 +1258,66 @@ Two dialect notes. (1) open_clip's own tokenizer runs ftfy + html.unescape befor
 """)
 
 
+def immich_int8_dir(d: Path) -> Path:
+    return d.with_name(d.name + "-int8")
+
+
+def check_immich_vs_xenova(model_dir: Path, immich_dir: Path, int8_dir: Path) -> dict:
+    """vit-b-32 --immich-out: one caption and one seeded random image through the Xenova-layout
+    fp32 files (outputs normalised here) and the Immich-layout fp32 / int8 files, each tokenised
+    as its loader does (Xenova: pad 49407; Immich: textual/tokenizer_config.json's pad_token)."""
+    from tokenizers import Tokenizer
+
+    caption = "a photo of a dog riding a bicycle"
+    ids = {}
+    for name, tj, pad in (("xenova", model_dir / "tokenizer.json", EOS),
+                          ("immich", immich_dir / "textual" / "tokenizer.json",
+                           json.loads((immich_dir / "textual" / "tokenizer_config.json").read_text())["pad_token"])):
+        t = Tokenizer.from_file(str(tj))
+        t.enable_truncation(MAX_LEN)
+        t.enable_padding(length=MAX_LEN, pad_id=t.token_to_id(pad), pad_token=pad)
+        ids[name] = np.array([t.encode(caption).ids], np.int64)
+    img = np.random.default_rng(SEED).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    x_txt = ort_session(model_dir / "onnx" / "text_model.onnx").run(["text_embeds"], {"input_ids": ids["xenova"]})[0]
+    x_img = ort_session(model_dir / "onnx" / "vision_model.onnx").run(["image_embeds"], {"pixel_values": img})[0]
+    out = {"caption": caption, "ids_equal": bool((ids["xenova"] == ids["immich"]).all())}
+    for tag, d in (("fp32", immich_dir), ("int8", int8_dir)):
+        i_txt = ort_session(d / "textual" / "model.onnx").run(None, {"text": ids["immich"].astype(np.int32)})[0]
+        i_img = ort_session(d / "visual" / "model.onnx").run(None, {"image": img})[0]
+        out[f"immich_{tag}_vs_xenova_fp32_text_cosine"] = float(cos(i_txt, normalised(x_txt))[0])
+        out[f"immich_{tag}_vs_xenova_fp32_vision_cosine"] = float(cos(i_img, normalised(x_img))[0])
+        if tag == "fp32":
+            out["immich_fp32_max_abs_diff_vs_normalised_xenova"] = float(max(
+                np.abs(i_txt - normalised(x_txt)).max(), np.abs(i_img - normalised(x_img)).max()))
+            out["immich_fp32_output_max_norm_error"] = float(max(
+                abs(np.linalg.norm(i_txt) - 1), abs(np.linalg.norm(i_img) - 1)))
+    log("immich vs xenova:", out)
+    assert out["ids_equal"], ids
+    assert out["immich_fp32_vs_xenova_fp32_text_cosine"] >= 0.99999, out
+    assert out["immich_fp32_vs_xenova_fp32_vision_cosine"] >= 0.99999, out
+    return out
+
+
+def write_immich_bench_readme(d: Path, preset: str, xenova_dir: Path, int8: bool, pad_token: str, check: dict):
+    q = CHOSEN_QUANT
+    kind = (f"onnxruntime `quantize_dynamic` int8 (weight_type={q['weight_type']}, per_channel={q['per_channel']}, "
+            f"reduce_range={q['reduce_range']}) of the fp32 directory" if int8 else "fp32")
+    tag = "int8" if int8 else "fp32"
+    (d / "README.md").write_text(f"""# {d.name}: random-weight CLIP ({preset}), Immich layout
+
+**The weights are random (torch.manual_seed({SEED})). This is not a trained model: any labels, tags
+or similarities produced with it are meaningless. For benchmarks only; never commit it.**
+
+Produced by `models/generate/generate.py --preset {preset} --immich-out`; the same weights as
+`{xenova_dir}` (Xenova layout), {kind}. `visual/model.onnx` `image` f32 [1,3,224,224] ->
+`embedding` (L2-normalised), `textual/model.onnx` `text` int32 [1,{MAX_LEN}] -> `embedding`
+(L2-normalised, pooled at argmax(text)); `textual/tokenizer_config.json` `pad_token` "{pad_token}"
+(as Immich's openai exports), `visual/preprocess_cfg.json`, `config.json` (open_clip config).
+Cosine to the normalised Xenova fp32 outputs (one caption, one random image): text
+{check[f'immich_{tag}_vs_xenova_fp32_text_cosine']:.7f}, vision {check[f'immich_{tag}_vs_xenova_fp32_vision_cosine']:.7f}.
+""")
+
+
 def write_oc256_readme(d: Path, stats: dict):
     io = stats["openclip256_io"]
     vis_io, txt_io = io[f"{d.name}/visual/model.onnx"], io[f"{d.name}/textual/model.onnx"]
@@ -1328,6 +1410,9 @@ def main():
     ap.add_argument("--skip-other-layouts", action="store_true",
                     help="tiny preset: do not write the Immich / open_clip-256 / fp16 files and their "
                          "references (needs open-clip-torch installed otherwise)")
+    ap.add_argument("--immich-out", metavar="DIR2",
+                    help="vit-b-32 preset: also write the same weights in the Immich layout, fp32 into DIR2 "
+                         "and int8 into DIR2-int8 (pad token <|endoftext|>); never into the repo")
     args = ap.parse_args()
 
     t_start = time.time()
@@ -1341,6 +1426,11 @@ def main():
         if not args.out:
             ap.error("--out DIR is required for --preset vit-b-32 (never write it into the repo)")
         model_dir = Path(args.out)
+    if args.immich_out and args.preset == "tiny":
+        ap.error("--immich-out is for --preset vit-b-32 (the tiny preset writes models/tiny-clip-immich itself)")
+    immich_dir = Path(args.immich_out) if args.immich_out else None
+    if immich_dir is not None and immich_dir.resolve() in (model_dir.resolve(), immich_int8_dir(model_dir).resolve()):
+        ap.error("--immich-out must differ from --out")
     with_reference = args.preset == "tiny"
     ref_dir = Path(args.reference_dir)
 
@@ -1374,6 +1464,16 @@ def main():
         for name in ("text_model", "vision_model"):
             quantize(onnx_dir / f"{name}.onnx", onnx_dir / f"{name}_quantized.onnx", **quant_choice)
     write_model_readme(model_dir, args.preset, quant_choice)
+    if immich_dir is not None:
+        # Immich's openai exports pad with "<|endoftext|>" (the tiny fixtures use "!").
+        int8_dir = immich_int8_dir(immich_dir)
+        write_immich_layout(args.preset, model_dir, immich_dir, int8_dir, text, vision, pad_token=EOS)
+        check = check_immich_vs_xenova(model_dir, immich_dir, int8_dir)
+        for d, is8 in ((immich_dir, False), (int8_dir, True)):
+            write_immich_bench_readme(d, args.preset, model_dir, is8, EOS, check)
+            for p in sorted(d.rglob("*")):
+                if p.is_file():
+                    log(f"  {p.stat().st_size:>10}  {p}")
 
     def rel(p: Path) -> str:
         return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)

@@ -436,6 +436,25 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// The image side of CLIP as the rest of the pipeline sees it: preprocessed tensors in,
+/// normalised embeddings out, one entry per tensor. A seam so tests can count calls with
+/// the real encoder underneath.
+pub trait ImageEmbedder {
+    fn embed_pixels(&self, tensors: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ClipError>;
+}
+
+impl ImageEmbedder for ClipModel {
+    fn embed_pixels(&self, tensors: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ClipError> {
+        ClipModel::embed_pixels(self, tensors)
+    }
+}
+
+impl<T: ImageEmbedder + ?Sized> ImageEmbedder for &T {
+    fn embed_pixels(&self, tensors: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ClipError> {
+        (**self).embed_pixels(tensors)
+    }
+}
+
 /// Token ids and the normalised embedding of one text.
 pub type EncodedText = (Vec<u32>, Vec<f32>);
 

@@ -5,11 +5,18 @@
 //!   re-running a file yields the same windows (and the store's upsert finds them again).
 //! - A window is emitted as soon as a frame of a later window arrives, or at the end.
 //! - Selection sits behind [`KeyframeSelector`]; [`AllFrames`] keeps every sampled frame
-//!   (mean pooling over all of them, as in ViFi-CLIP / CLIP4Clip). Clustering selectors
-//!   plug in here without touching the other stages.
-//! - Selected frames stay in time order.
+//!   (mean pooling over all of them, as in ViFi-CLIP / CLIP4Clip); [`ClusterSelector`] does
+//!   paper 000's cheap features → PCA → k-means and keeps the frame nearest each centroid.
+//! - Selected frames stay in time order and keep their timestamps and features, so the
+//!   next stage can tell an unchanged scene ([`scene_unchanged`]) without CLIP.
+//! - Deterministic: the same frames give the same keyframes.
+
+pub mod cluster;
+pub mod features;
 
 use std::time::Duration;
+
+pub use features::{feature_distance, thumbnail_lab};
 
 use crate::ingest::Frame;
 
@@ -24,11 +31,14 @@ pub struct Window {
     pub sampled: usize,
     /// The selected keyframes, in time order.
     pub keyframes: Vec<Frame>,
+    /// The cheap feature vector of each keyframe ([`thumbnail_lab`]).
+    pub features: Vec<Vec<f32>>,
 }
 
-/// Chooses the keyframes of a window; returns indices into `frames`, in increasing order.
+/// Chooses the keyframes of a window from the frames and their cheap features; returns
+/// indices into `frames`.
 pub trait KeyframeSelector: Send {
-    fn select(&mut self, frames: &[Frame]) -> Vec<usize>;
+    fn select(&mut self, frames: &[Frame], features: &[Vec<f32>]) -> Vec<usize>;
 }
 
 /// Every sampled frame is a keyframe.
@@ -36,9 +46,73 @@ pub trait KeyframeSelector: Send {
 pub struct AllFrames;
 
 impl KeyframeSelector for AllFrames {
-    fn select(&mut self, frames: &[Frame]) -> Vec<usize> {
+    fn select(&mut self, frames: &[Frame], _features: &[Vec<f32>]) -> Vec<usize> {
         (0..frames.len()).collect()
     }
+}
+
+/// Paper 000's selection: PCA of the cheap features, k-means++ (fixed seed, restarts), the
+/// frame nearest each centroid. Frames closer than `duplicate_distance` count as one, so
+/// k shrinks on static scenes (a still camera yields one keyframe).
+#[derive(Debug, Clone)]
+pub struct ClusterSelector {
+    pub k: usize,
+    pub pca_dims: usize,
+    pub restarts: usize,
+    pub seed: u64,
+    pub duplicate_distance: f32,
+}
+
+impl ClusterSelector {
+    pub fn new(k: usize) -> ClusterSelector {
+        ClusterSelector {
+            k,
+            pca_dims: 8,
+            restarts: 4,
+            seed: 0x5EED,
+            duplicate_distance: DEFAULT_SCENE_THRESHOLD,
+        }
+    }
+
+    /// How many visually distinct frames there are (greedy grouping, in time order).
+    fn distinct(&self, features: &[Vec<f32>]) -> usize {
+        let mut representatives: Vec<&Vec<f32>> = Vec::new();
+        for f in features {
+            if !representatives
+                .iter()
+                .any(|r| feature_distance(r, f) <= self.duplicate_distance)
+            {
+                representatives.push(f);
+            }
+        }
+        representatives.len()
+    }
+}
+
+impl KeyframeSelector for ClusterSelector {
+    fn select(&mut self, frames: &[Frame], features: &[Vec<f32>]) -> Vec<usize> {
+        if frames.is_empty() {
+            return Vec::new();
+        }
+        let k = self.k.min(self.distinct(features)).max(1);
+        let scores = cluster::pca(features, self.pca_dims);
+        let clustering = cluster::kmeans(&scores, k, self.restarts, self.seed);
+        cluster::medoids(&scores, &clustering)
+    }
+}
+
+/// Feature distance under which two frames show the same scene: about four just-noticeable
+/// colour differences per thumbnail cell, above sensor noise and compression flicker.
+pub const DEFAULT_SCENE_THRESHOLD: f32 = 4.0;
+
+/// True when every keyframe of the new window is within `threshold` of some keyframe of the
+/// previous one: the scene did not change, so its embedding can be reused.
+pub fn scene_unchanged(previous: &[Vec<f32>], current: &[Vec<f32>], threshold: f32) -> bool {
+    !previous.is_empty()
+        && !current.is_empty()
+        && current
+            .iter()
+            .all(|c| previous.iter().any(|p| feature_distance(p, c) <= threshold))
 }
 
 /// Buckets frames into media-time windows and applies the selector.
@@ -47,6 +121,7 @@ pub struct Windower {
     selector: Box<dyn KeyframeSelector>,
     current: Option<u64>,
     frames: Vec<Frame>,
+    features: Vec<Vec<f32>>,
 }
 
 impl Windower {
@@ -56,6 +131,7 @@ impl Windower {
             selector,
             current: None,
             frames: Vec::new(),
+            features: Vec::new(),
         }
     }
 
@@ -71,6 +147,7 @@ impl Windower {
             _ => None,
         };
         self.current = Some(index);
+        self.features.push(thumbnail_lab(&frame.image));
         self.frames.push(frame);
         done
     }
@@ -84,6 +161,7 @@ impl Windower {
     fn close(&mut self, media_end: Option<f64>) -> Option<Window> {
         let index = self.current.take()?;
         let frames = std::mem::take(&mut self.frames);
+        let features = std::mem::take(&mut self.features);
         if frames.is_empty() {
             return None;
         }
@@ -96,9 +174,11 @@ impl Windower {
             }
         }
         let sampled = frames.len();
-        let mut chosen = self.selector.select(&frames);
+        let mut chosen = self.selector.select(&frames, &features);
         chosen.sort_unstable();
         chosen.dedup();
+        chosen.retain(|&i| i < frames.len());
+        let keyframe_features = chosen.iter().map(|&i| features[i].clone()).collect();
         let mut frames: Vec<Option<Frame>> = frames.into_iter().map(Some).collect();
         let keyframes = chosen
             .into_iter()
@@ -110,6 +190,7 @@ impl Windower {
             end,
             sampled,
             keyframes,
+            features: keyframe_features,
         })
     }
 }
@@ -148,7 +229,7 @@ mod tests {
     fn selector_indices_come_back_in_time_order() {
         struct Reverse;
         impl KeyframeSelector for Reverse {
-            fn select(&mut self, frames: &[Frame]) -> Vec<usize> {
+            fn select(&mut self, frames: &[Frame], _: &[Vec<f32>]) -> Vec<usize> {
                 (0..frames.len()).rev().step_by(2).collect()
             }
         }
