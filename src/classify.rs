@@ -249,7 +249,7 @@ impl LabelSet {
             .map(|e| crate::clip::cosine(window_embedding, e))
             .collect();
         let probabilities = softmax(&cosines.iter().map(|c| c * LOGIT_SCALE).collect::<Vec<_>>());
-        let mut scores: Vec<LabelScore> = self
+        let scores: Vec<LabelScore> = self
             .labels
             .iter()
             .zip(cosines.iter().zip(&probabilities))
@@ -260,15 +260,7 @@ impl LabelSet {
                 probability,
             })
             .collect();
-        scores.sort_by(|a, b| {
-            b.probability
-                .total_cmp(&a.probability)
-                .then_with(|| a.label.cmp(&b.label))
-        });
-        for (i, s) in scores.iter_mut().enumerate() {
-            s.rank = i as u32 + 1;
-        }
-        scores
+        ranked(scores)
     }
 
     /// Per label, the best probability over several frames (with that frame's cosine),
@@ -284,15 +276,7 @@ impl LabelSet {
                 }
             }
         }
-        best.sort_by(|a, b| {
-            b.probability
-                .total_cmp(&a.probability)
-                .then_with(|| a.label.cmp(&b.label))
-        });
-        for (i, s) in best.iter_mut().enumerate() {
-            s.rank = i as u32 + 1;
-        }
-        best
+        ranked(best)
     }
 
     pub fn top(
@@ -307,6 +291,19 @@ impl LabelSet {
             .filter(|s| s.probability >= min_probability)
             .collect()
     }
+}
+
+/// Sort by probability (ties by label, so output is stable) and number the ranks from 1.
+fn ranked(mut scores: Vec<LabelScore>) -> Vec<LabelScore> {
+    scores.sort_by(|a, b| {
+        b.probability
+            .total_cmp(&a.probability)
+            .then_with(|| a.label.cmp(&b.label))
+    });
+    for (i, s) in scores.iter_mut().enumerate() {
+        s.rank = i as u32 + 1;
+    }
+    scores
 }
 
 pub fn softmax(logits: &[f32]) -> Vec<f32> {

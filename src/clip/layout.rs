@@ -86,16 +86,11 @@ impl ModelSpec {
     }
 
     fn optional_files(&self) -> Vec<PathBuf> {
-        match self.layout {
-            Layout::Xenova => vec![
-                self.dir.join("config.json"),
-                self.dir.join("tokenizer_config.json"),
-            ],
-            Layout::Immich => vec![
-                self.dir.join("config.json"),
-                self.dir.join("textual/tokenizer_config.json"),
-            ],
-        }
+        let names = FileNames::of(self.layout, ModelVariant::Fp32);
+        vec![
+            self.dir.join("config.json"),
+            self.dir.join(names.tokenizer_config),
+        ]
     }
 }
 
@@ -174,93 +169,82 @@ pub fn locate(
         Some(l) => l,
         None => detect(dir)?,
     };
-    match layout {
-        Layout::Xenova => {
-            let suffix = variant.file_suffix();
-            let vision = require(
-                dir,
-                &format!("onnx/vision_model{suffix}.onnx"),
-                "the vision encoder",
-            )?;
-            let text = require(
-                dir,
-                &format!("onnx/text_model{suffix}.onnx"),
-                "the text encoder",
-            )?;
-            let tokenizer = require(dir, "tokenizer.json", "the tokenizer")?;
-            let preprocess_file = require(
-                dir,
-                "preprocessor_config.json",
-                "the image preprocessing config",
-            )?;
-            let preprocess = PreprocessConfig::from_hf_json(&read_text(&preprocess_file)?)
-                .map_err(|reason| ClipError::BadFile {
-                    path: preprocess_file.clone(),
-                    reason,
-                })?;
-            let config = optional_json(&dir.join("config.json"))?;
-            let context_length = config
-                .as_ref()
-                .and_then(|c| c.pointer("/text_config/max_position_embeddings"))
-                .and_then(|v| v.as_u64())
-                .unwrap_or(77) as usize;
-            let tokenizer_config = optional_json(&dir.join("tokenizer_config.json"))?;
-            let pad_token =
-                pad_token_of(tokenizer_config.as_ref()).unwrap_or_else(|| "<|endoftext|>".into());
-            Ok(ModelSpec {
-                dir: dir.to_path_buf(),
-                layout,
-                vision,
-                text,
-                tokenizer,
-                preprocess_file,
-                preprocess,
-                context_length,
-                pad_token,
-            })
+    if layout == Layout::Immich && variant != ModelVariant::Fp32 {
+        return Err(ClipError::Mismatch {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "the Immich layout has one model.onnx per tower; variant {variant:?} names files it does not have (use variant = \"fp32\" and put the file you want at visual/model.onnx)"
+            ),
+        });
+    }
+    let names = FileNames::of(layout, variant);
+    let vision = require(dir, &names.vision, "the vision encoder")?;
+    let text = require(dir, &names.text, "the text encoder")?;
+    let tokenizer = require(dir, names.tokenizer, "the tokenizer")?;
+    let preprocess_file = require(dir, names.preprocess, "the image preprocessing config")?;
+    let preprocess = (names.parse_preprocess)(&read_text(&preprocess_file)?).map_err(|reason| {
+        ClipError::BadFile {
+            path: preprocess_file.clone(),
+            reason,
         }
-        Layout::Immich => {
-            if variant != ModelVariant::Fp32 {
-                return Err(ClipError::Mismatch {
-                    dir: dir.to_path_buf(),
-                    reason: format!(
-                        "the Immich layout has one model.onnx per tower; variant {variant:?} names files it does not have (use variant = \"fp32\" and put the file you want at visual/model.onnx)"
-                    ),
-                });
+    })?;
+    let config = optional_json(&dir.join("config.json"))?;
+    let context_length = config
+        .as_ref()
+        .and_then(|c| c.pointer(names.context_length_pointer))
+        .and_then(|v| v.as_u64())
+        .unwrap_or(77) as usize;
+    let tokenizer_config = optional_json(&dir.join(names.tokenizer_config))?;
+    let pad_token =
+        pad_token_of(tokenizer_config.as_ref()).unwrap_or_else(|| "<|endoftext|>".into());
+    Ok(ModelSpec {
+        dir: dir.to_path_buf(),
+        layout,
+        vision,
+        text,
+        tokenizer,
+        preprocess_file,
+        preprocess,
+        context_length,
+        pad_token,
+    })
+}
+
+/// Where each layout keeps each file, and how it states the context length.
+struct FileNames {
+    vision: String,
+    text: String,
+    tokenizer: &'static str,
+    preprocess: &'static str,
+    tokenizer_config: &'static str,
+    context_length_pointer: &'static str,
+    parse_preprocess: fn(&str) -> Result<PreprocessConfig, String>,
+}
+
+impl FileNames {
+    fn of(layout: Layout, variant: ModelVariant) -> FileNames {
+        match layout {
+            Layout::Xenova => {
+                let suffix = variant.file_suffix();
+                FileNames {
+                    vision: format!("onnx/vision_model{suffix}.onnx"),
+                    text: format!("onnx/text_model{suffix}.onnx"),
+                    tokenizer: "tokenizer.json",
+                    preprocess: "preprocessor_config.json",
+                    tokenizer_config: "tokenizer_config.json",
+                    context_length_pointer: "/text_config/max_position_embeddings",
+                    parse_preprocess: PreprocessConfig::from_hf_json,
+                }
             }
-            let vision = require(dir, "visual/model.onnx", "the vision encoder")?;
-            let text = require(dir, "textual/model.onnx", "the text encoder")?;
-            let tokenizer = require(dir, "textual/tokenizer.json", "the tokenizer")?;
-            let preprocess_file = require(
-                dir,
-                "visual/preprocess_cfg.json",
-                "the image preprocessing config",
-            )?;
-            let preprocess = PreprocessConfig::from_open_clip_json(&read_text(&preprocess_file)?)
-                .map_err(|reason| ClipError::BadFile {
-                path: preprocess_file.clone(),
-                reason,
-            })?;
-            let config = optional_json(&dir.join("config.json"))?;
-            let context_length = config
-                .as_ref()
-                .and_then(|c| c.pointer("/text_cfg/context_length"))
-                .and_then(|v| v.as_u64())
-                .unwrap_or(77) as usize;
-            let tokenizer_config = optional_json(&dir.join("textual/tokenizer_config.json"))?;
-            let pad_token =
-                pad_token_of(tokenizer_config.as_ref()).unwrap_or_else(|| "<|endoftext|>".into());
-            Ok(ModelSpec {
-                dir: dir.to_path_buf(),
-                layout,
-                vision,
-                text,
-                tokenizer,
-                preprocess_file,
-                preprocess,
-                context_length,
-                pad_token,
-            })
+            Layout::Immich => FileNames {
+                vision: "visual/model.onnx".into(),
+                text: "textual/model.onnx".into(),
+                tokenizer: "textual/tokenizer.json",
+                preprocess: "visual/preprocess_cfg.json",
+                tokenizer_config: "textual/tokenizer_config.json",
+                context_length_pointer: "/text_cfg/context_length",
+                parse_preprocess: PreprocessConfig::from_open_clip_json,
+            },
         }
     }
 }
