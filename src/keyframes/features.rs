@@ -41,13 +41,20 @@ pub fn thumbnail_lab(image: &RgbImage) -> Vec<f32> {
     out
 }
 
+/// sRGB decoding through a 256-entry table: a powf per channel per pixel would cost more
+/// than the rest of the feature put together.
 fn srgb_to_linear(v: u8) -> f32 {
-    let c = v as f32 / 255.0;
-    if c <= 0.04045 {
-        c / 12.92
-    } else {
-        ((c + 0.055) / 1.055).powf(2.4)
-    }
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        std::array::from_fn(|i| {
+            let c = i as f32 / 255.0;
+            if c <= 0.04045 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        })
+    })[v as usize]
 }
 
 /// Linear sRGB (D65) → CIE L*a*b*.
