@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root): dependencies, formatting,
-# then every test (real GStreamer, real SQLite, real tract, real clips).
+# then every test (real GStreamer, real SQLite, real tract, real clips). Ends with one
+# summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
 cargo fmt --check
-cargo test --locked --all-targets
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+echo "summary: $passed passed, $failed failed"
+exit "$status"
