@@ -12,6 +12,7 @@ use cliptag::config::{ClassifyConfig, KeyframeConfig, ModelVariant, Selection};
 use cliptag::daemon::{job_from_window, selector_for, Tagger};
 use cliptag::ingest::{FrameSource, GstSource, Sampling};
 use cliptag::keyframes::{Window, Windower};
+use cliptag::store::NewSegment;
 use common::*;
 
 fn windows(file: &str, sampling: Sampling, keyframes: &KeyframeConfig) -> Vec<Window> {
@@ -78,6 +79,33 @@ impl ImageEmbedder for Counting<'_> {
     }
 }
 
+fn new_tagger<E: ImageEmbedder>(
+    embedder: E,
+    model: &ClipModel,
+    config: &KeyframeConfig,
+) -> Tagger<E> {
+    Tagger::new(
+        embedder,
+        model.id.clone(),
+        labels(model),
+        config.clone(),
+        &ClassifyConfig::default(),
+    )
+}
+
+fn tag<E: ImageEmbedder>(tagger: &mut Tagger<E>, model: &ClipModel, window: Window) -> NewSegment {
+    let aggregate = tagger.keyframes.aggregate;
+    tagger
+        .tag(job_from_window(
+            "clip",
+            "clip.mp4",
+            window,
+            &model.preprocess,
+            aggregate,
+        ))
+        .unwrap()
+}
+
 fn labels(model: &ClipModel) -> LabelSet {
     let labels = expand_labels(
         &[
@@ -110,26 +138,12 @@ fn a_static_scene_costs_one_clip_call_in_total() {
         inner: &model,
         calls: Cell::new(0),
     };
-    let mut tagger = Tagger::new(
-        &counting,
-        model.id.clone(),
-        labels(&model),
-        config.clone(),
-        &ClassifyConfig::default(),
-    );
+    let mut tagger = new_tagger(&counting, &model, &config);
     let mut per_window = Vec::new();
     let mut segments = Vec::new();
     for w in wins {
         let before = counting.calls.get();
-        let segment = tagger
-            .tag(job_from_window(
-                "static",
-                "static_30s.mp4",
-                w,
-                &model.preprocess,
-                config.aggregate,
-            ))
-            .unwrap();
+        let segment = tag(&mut tagger, &model, w);
         per_window.push(counting.calls.get() - before);
         segments.push(segment);
     }
@@ -151,23 +165,9 @@ fn a_static_scene_costs_one_clip_call_in_total() {
         skip_unchanged: false,
         ..config
     };
-    let mut tagger = Tagger::new(
-        &counting,
-        model.id.clone(),
-        labels(&model),
-        no_skip.clone(),
-        &ClassifyConfig::default(),
-    );
+    let mut tagger = new_tagger(&counting, &model, &no_skip);
     for w in windows("static_30s.mp4", Sampling::Fps(1.0), &no_skip) {
-        tagger
-            .tag(job_from_window(
-                "static",
-                "s",
-                w,
-                &model.preprocess,
-                no_skip.aggregate,
-            ))
-            .unwrap();
+        tag(&mut tagger, &model, w);
     }
     assert_eq!(counting.calls.get(), 3);
 }
@@ -221,22 +221,8 @@ fn grid_mode_tiles_keyframes_and_makes_one_clip_call() {
         inner: &model,
         calls: Cell::new(0),
     };
-    let mut tagger = Tagger::new(
-        &counting,
-        model.id.clone(),
-        labels(&model),
-        config.clone(),
-        &ClassifyConfig::default(),
-    );
-    let segment = tagger
-        .tag(job_from_window(
-            "three",
-            "t",
-            wins.into_iter().next().unwrap(),
-            &model.preprocess,
-            config.aggregate,
-        ))
-        .unwrap();
+    let mut tagger = new_tagger(&counting, &model, &config);
+    let segment = tag(&mut tagger, &model, wins.into_iter().next().unwrap());
     assert_eq!(counting.calls.get(), 1);
     assert_eq!(segment.clip_calls, 1);
     assert_eq!(segment.keyframes_ms.len(), 3);
@@ -254,22 +240,8 @@ fn max_mode_keeps_each_labels_best_frame() {
     let wins = windows("three_scenes_10s.mp4", Sampling::Fps(2.0), &config);
     let frames: Vec<_> = wins[0].keyframes.iter().map(|f| &f.image).collect();
     let per_frame = model.embed_frames(&frames).unwrap();
-    let mut tagger = Tagger::new(
-        &model,
-        model.id.clone(),
-        set.clone(),
-        config.clone(),
-        &ClassifyConfig::default(),
-    );
-    let segment = tagger
-        .tag(job_from_window(
-            "three",
-            "t",
-            wins.into_iter().next().unwrap(),
-            &model.preprocess,
-            config.aggregate,
-        ))
-        .unwrap();
+    let mut tagger = new_tagger(&model, &model, &config);
+    let segment = tag(&mut tagger, &model, wins.into_iter().next().unwrap());
     for m in &segment.matches {
         let best = per_frame
             .iter()

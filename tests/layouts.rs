@@ -52,22 +52,6 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-/// Preprocessing bound met for open_clip's recipes: the same PIL fixed-point resize, so the
-/// tensors differ only by float rounding (max abs ≤ 1e-5, cosine ≥ 0.999999).
-fn assert_same_tensor(name: &str, ours: &[f32], reference: &[f32]) {
-    assert_eq!(ours.len(), reference.len(), "{name}");
-    let max_abs = ours
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    let cos = cosine(ours, reference);
-    assert!(
-        max_abs <= 1e-5 && cos >= 0.999999,
-        "{name}: max abs {max_abs}, cosine {cos}"
-    );
-}
-
 #[test]
 fn immich_layout_is_detected_and_read_from_its_configs() {
     let model = load("tiny-clip-immich", ModelVariant::Fp32);

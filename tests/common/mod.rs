@@ -79,3 +79,20 @@ pub fn floats(v: &serde_json::Value) -> Vec<f32> {
         .map(|x| x.as_f64().expect("number") as f32)
         .collect()
 }
+
+/// Preprocessing bound met against the reference recipes on real frames: the same PIL
+/// fixed-point resize, so tensors differ only by float rounding (max abs ≤ 1e-5, cosine
+/// ≥ 0.999999).
+pub fn assert_same_tensor(name: &str, ours: &[f32], reference: &[f32]) {
+    assert_eq!(ours.len(), reference.len(), "{name}");
+    let max_abs = ours
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let cos = cosine(ours, reference);
+    assert!(
+        max_abs <= 1e-5 && cos >= 0.999999,
+        "{name}: max abs {max_abs}, cosine {cos}"
+    );
+}
