@@ -1,11 +1,12 @@
 //! The store against real SQLite files in temporary directories.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cliptag::store::{
-    blob_to_f32s, f32s_to_blob, LabelRecord, MatchQuery, ModelRecord, NewMatch, NewSegment, Store,
-    StoreError, StoreWriter, TimeBound, SCHEMA_VERSION,
+    blob_to_f32s, f32s_to_blob, LabelRecord, MatchQuery, ModelRecord, NewMatch, NewSegment,
+    Retention, SourceStateRecord, Store, StoreError, StoreWriter, TimeBound, WriterOptions,
+    SCHEMA_VERSION, SOURCE_STATES,
 };
 use cliptag::Disposition;
 use rusqlite::Connection;
@@ -77,11 +78,25 @@ fn setup(path: &Path) -> StoreWriter {
 }
 
 fn raw_user_version(path: &Path) -> u32 {
+    raw_pragma(path, "user_version") as u32
+}
+
+fn raw_pragma(path: &Path, name: &str) -> i64 {
     Connection::open(path)
         .unwrap()
-        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .pragma_query_value(None, name, |r| r.get(0))
         .unwrap()
 }
+
+fn raw_count(path: &Path, sql: &str) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+const AUTO_VACUUM_NONE: i64 = 0;
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
 
 // ---- embeddings ---------------------------------------------------------
 
@@ -110,8 +125,11 @@ fn fresh_database_is_created_with_its_directory_at_the_latest_version() {
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
     assert_eq!(journal, "wal");
+    // Set before the first table, so no VACUUM was needed for it.
+    assert_eq!(raw_pragma(&path, "auto_vacuum"), AUTO_VACUUM_INCREMENTAL);
     assert_eq!(store.integrity_check().unwrap(), "ok");
     assert_eq!(store.segment_count().unwrap(), 0);
+    assert!(store.source_states().unwrap().is_empty());
 }
 
 #[test]
@@ -221,6 +239,108 @@ fn database_made_by_migration_1_keeps_its_data() {
     let labels = store.labels(Some("sha256:m1")).unwrap();
     assert!(labels[0].cached && labels[0].active);
     assert_eq!(store.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn version_1_database_gets_source_states_and_incremental_vacuum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        // What a v1 daemon left behind: WAL, auto_vacuum NONE, some segments.
+        let c = Connection::open(&path).unwrap();
+        let mode: String = c
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        c.execute_batch(include_str!("../src/store/migrations/0001_initial.sql"))
+            .unwrap();
+        c.execute_batch("PRAGMA user_version = 1;").unwrap();
+    }
+    drop(insert_v1_rows(&path));
+    assert_eq!(raw_pragma(&path, "auto_vacuum"), AUTO_VACUUM_NONE);
+
+    // `cliptag query` migrates the schema but leaves the rewrite to the
+    // daemon: the same state as a daemon killed between the two steps.
+    let store = Store::open_existing(&path).unwrap();
+    assert_eq!(raw_user_version(&path), 2);
+    assert_eq!(raw_pragma(&path, "auto_vacuum"), AUTO_VACUUM_NONE);
+    assert!(store.source_states().unwrap().is_empty());
+    drop(store);
+
+    let w = StoreWriter::spawn(&path).unwrap();
+    assert_eq!(raw_user_version(&path), SCHEMA_VERSION);
+    assert_eq!(raw_pragma(&path, "auto_vacuum"), AUTO_VACUUM_INCREMENTAL);
+    w.close().unwrap();
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.segment_count().unwrap(), 20);
+    assert_eq!(store.query(&MatchQuery::default()).unwrap().len(), 40);
+    assert_eq!(store.labels(Some(MODEL)).unwrap().len(), LABELS.len());
+    let segs = store.segments(Some("cam1")).unwrap();
+    assert_eq!(segs[3].embedding, emb(6000.0));
+    assert_eq!(segs[3].keyframes_ms, [6000, 7000]);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    assert!(store.source_states().unwrap().is_empty());
+}
+
+/// Rows written into a v1 database through raw SQL, as a v1 writer would
+/// have: a model, the four labels, 20 segments with two matches each.
+fn insert_v1_rows(path: &Path) -> Connection {
+    let c = Connection::open(path).unwrap();
+    c.execute(
+        "INSERT INTO models VALUES (?1, '/models/clip', ?2, 1.0)",
+        rusqlite::params![MODEL, DIM],
+    )
+    .unwrap();
+    for (i, l) in LABELS.iter().enumerate() {
+        c.execute(
+            "INSERT INTO labels (id, model_id, text, embedding) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![i as i64 + 1, MODEL, l, f32s_to_blob(&emb(i as f32))],
+        )
+        .unwrap();
+    }
+    c.execute_batch("INSERT INTO sources VALUES (1, 'cam1', 'rtsp://cam1');")
+        .unwrap();
+    for i in 0..20i64 {
+        let start = i * 2000;
+        c.execute(
+            "INSERT INTO segments VALUES (?1, 1, ?2, ?3, ?4, ?5, 50, ?6, 2, ?7)",
+            rusqlite::params![
+                i + 1,
+                MODEL,
+                start,
+                start + 2000,
+                1000.0 + i as f64,
+                format!("[{start},{}]", start + 1000),
+                f32s_to_blob(&emb(start as f32))
+            ],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO matches VALUES (?1, 1, 1, 0.3, 0.8), (?1, 2, 2, 0.2, 0.1)",
+            [i + 1],
+        )
+        .unwrap();
+    }
+    c
+}
+
+#[test]
+fn opening_an_up_to_date_database_does_not_wait_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    drop(Store::open(&path).unwrap());
+    // Someone else's long write transaction: opening (pragmas, migration
+    // check) must not need the write lock, or every `cliptag query` would
+    // stall behind the daemon's commits.
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let t = Instant::now();
+    let store = Store::open_existing(&path).unwrap();
+    assert_eq!(store.segment_count().unwrap(), 0);
+    drop(Store::open(&path).unwrap());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    other.execute_batch("COMMIT").unwrap();
 }
 
 #[test]
@@ -836,4 +956,358 @@ fn the_writer_can_be_shared_between_pipeline_threads() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.segments(Some("cam3")).unwrap().len(), 100);
     assert_eq!(store.integrity_check().unwrap(), "ok");
+}
+
+// ---- source states ------------------------------------------------------------
+
+fn state(name: &str, state: &str, frames: u64, updated_at: f64) -> SourceStateRecord {
+    SourceStateRecord {
+        name: name.into(),
+        uri: format!("rtsp://***@{name}/stream"),
+        state: state.into(),
+        reason: None,
+        last_frame_time: None,
+        frames,
+        frames_dropped: 0,
+        reconnects: 0,
+        updated_at,
+    }
+}
+
+#[test]
+fn source_states_are_upserted_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let w = StoreWriter::spawn(&path).unwrap();
+    let mut failing = state("yard", "backing off", 0, 5.0);
+    failing.reason = Some("connection refused".into());
+    failing.reconnects = 3;
+    w.put_source_state(failing.clone()).unwrap();
+    w.put_source_state(state("door", "connecting", 0, 1.0))
+        .unwrap();
+    let mut streaming = state("door", "streaming", 1500, 61.5);
+    streaming.uri = "rtsp://***@door/other".into();
+    streaming.last_frame_time = Some(61.25);
+    streaming.frames_dropped = 12;
+    streaming.reconnects = 1;
+    w.put_source_state(streaming.clone()).unwrap();
+    w.flush().unwrap();
+
+    let store = Store::open_existing(&path).unwrap();
+    assert_eq!(store.source_states().unwrap(), [streaming, failing.clone()]);
+
+    // The latest write wins in every column, NULLs included.
+    let mut recovered = state("yard", "streaming", 10, 9.0);
+    recovered.last_frame_time = Some(8.5);
+    w.put_source_state(recovered.clone()).unwrap();
+    w.flush().unwrap();
+    assert_eq!(store.source_states().unwrap()[1], recovered);
+    assert_eq!(
+        raw_count(&path, "SELECT count(*) FROM source_states"),
+        2,
+        "one row per source"
+    );
+
+    // Big counters survive the trip through SQLite's signed integers.
+    let big = state("zz", "finished", i64::MAX as u64, 1.0);
+    w.put_source_state(big.clone()).unwrap();
+    w.flush().unwrap();
+    assert_eq!(store.source_states().unwrap()[2], big);
+    w.close().unwrap();
+}
+
+#[test]
+fn bad_source_states_are_refused_as_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let w = StoreWriter::spawn(&path).unwrap();
+    for s in SOURCE_STATES {
+        w.put_source_state(state("cam", s, 0, 1.0)).unwrap();
+    }
+    w.flush().unwrap();
+    let mut nan_frame = state("cam", "streaming", 0, 1.0);
+    nan_frame.last_frame_time = Some(f64::NAN);
+    let cases = [
+        (state("cam", "backing_off", 0, 1.0), "backing_off"),
+        (state("", "streaming", 0, 1.0), "empty source name"),
+        (state("cam", "streaming", 0, f64::INFINITY), "updated_at"),
+        (nan_frame, "last_frame_time"),
+        (state("cam", "streaming", u64::MAX, 1.0), "state of source"),
+    ];
+    for (s, needle) in cases {
+        w.put_source_state(s).unwrap();
+        let e = w.flush().unwrap_err();
+        assert_eq!(e.disposition(), Disposition::Skip, "{e}");
+        assert!(e.to_string().contains(needle), "{e} lacks {needle}");
+    }
+    w.close().unwrap();
+    let states = Store::open(&path).unwrap().source_states().unwrap();
+    assert_eq!(states, [state("cam", "stopped", 0, 1.0)]);
+}
+
+// ---- retention ------------------------------------------------------------------
+
+fn with_retention(retention: Retention) -> WriterOptions {
+    WriterOptions {
+        retention,
+        // Only the explicit enforce_retention calls run it in these tests.
+        retention_interval: Duration::from_secs(3600),
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn retention_by_age_deletes_old_segments_and_their_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    setup(&path).close().unwrap();
+    let w = StoreWriter::spawn_with(
+        &path,
+        with_retention(Retention {
+            max_age: Some(Duration::from_secs(600)),
+            max_db_bytes: None,
+        }),
+    )
+    .unwrap();
+    w.put_text_embeddings(MODEL, vec![("a dog".into(), emb(9.0))])
+        .unwrap();
+    // wall_time is 1000 s + start: 1000, 1002, ... 1018.
+    for i in 0..10 {
+        w.write_segment(seg("cam1", i * 2000, &[("dog", 1, 0.6), ("cat", 2, 0.3)]))
+            .unwrap();
+    }
+    w.write_segment(seg("cam2", 0, &[("dog", 1, 0.6)])).unwrap();
+    w.put_source_state(state("cam1", "streaming", 1, 1.0))
+        .unwrap();
+
+    // Cut-off 1010: strictly older goes; 1010 itself stays. The writes
+    // above are committed first (no flush needed).
+    let report = w.enforce_retention(1010.0 + 600.0).unwrap();
+    assert_eq!(report.segments_deleted, 6, "{report:?}");
+    assert!(report.bytes_after <= report.bytes_before, "{report:?}");
+    w.flush().unwrap();
+
+    let store = Store::open(&path).unwrap();
+    let left: Vec<_> = store
+        .segments(None)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.source, s.start_ms))
+        .collect();
+    let want: Vec<_> = (5..10).map(|i| ("cam1".to_string(), i * 2000)).collect();
+    assert_eq!(left, want);
+    assert_eq!(raw_count(&path, "SELECT count(*) FROM matches"), 10);
+    assert_eq!(
+        raw_count(
+            &path,
+            "SELECT count(*) FROM matches WHERE segment_id NOT IN (SELECT id FROM segments)"
+        ),
+        0
+    );
+    // Everything that is not a segment is kept.
+    assert_eq!(store.labels(Some(MODEL)).unwrap().len(), LABELS.len());
+    assert_eq!(store.models().unwrap(), [model()]);
+    assert_eq!(
+        store
+            .cached_text_embeddings(MODEL, &["a dog".into()])
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.source_states().unwrap().len(), 1);
+    assert_eq!(raw_count(&path, "SELECT count(*) FROM sources"), 2);
+
+    // Nothing more is due at the same clock reading.
+    assert_eq!(w.enforce_retention(1610.0).unwrap().segments_deleted, 0);
+    // Writing an old window again is allowed; the next run removes it.
+    w.write_segment(seg("cam1", 0, &[("dog", 1, 0.6)])).unwrap();
+    assert_eq!(w.enforce_retention(1610.0).unwrap().segments_deleted, 1);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    w.close().unwrap();
+}
+
+const BIG_MODEL: &str = "sha256:big";
+const BIG_DIM: usize = 512;
+
+fn big_emb(seed: f32) -> Vec<f32> {
+    (0..BIG_DIM).map(|i| seed + i as f32 * 1e-3).collect()
+}
+
+fn big_seg(i: i64) -> NewSegment {
+    NewSegment {
+        model_id: BIG_MODEL.into(),
+        embedding: big_emb(i as f32),
+        ..seg("cam1", i * 2000, &[("dog", 1, 0.6), ("cat", 2, 0.3)])
+    }
+}
+
+#[test]
+fn retention_by_size_shrinks_the_file_and_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let wal = dir.path().join("cliptag.db-wal");
+    let n = 3000;
+    {
+        let w = StoreWriter::spawn(&path).unwrap();
+        w.register_model(ModelRecord {
+            id: BIG_MODEL.into(),
+            path: "/models/big".into(),
+            embedding_dim: BIG_DIM,
+        })
+        .unwrap();
+        w.set_labels(
+            BIG_MODEL,
+            vec![
+                LabelRecord {
+                    embedding: big_emb(1.0),
+                    ..label("dog", 0.0)
+                },
+                LabelRecord {
+                    embedding: big_emb(2.0),
+                    ..label("cat", 0.0)
+                },
+            ],
+        )
+        .unwrap();
+        for i in 0..n {
+            w.write_segment(big_seg(i)).unwrap();
+        }
+        w.close().unwrap();
+    }
+    let before = std::fs::metadata(&path).unwrap().len();
+    // Each 2 KB embedding fills most of a 4 KB page.
+    assert!(before > 8_000_000, "{before}");
+
+    let limit = 2_000_000;
+    let w = StoreWriter::spawn_with(
+        &path,
+        with_retention(Retention {
+            max_age: None,
+            max_db_bytes: Some(limit),
+        }),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let report = w.enforce_retention(unix_now()).unwrap();
+    eprintln!("{report:?} in {:?}", t.elapsed());
+    assert!(report.bytes_before > 8_000_000, "{report:?}");
+    assert!(report.bytes_after <= limit, "{report:?}");
+
+    // The space is back on the filesystem already, not only inside the file.
+    let page = raw_pragma(&path, "page_size") as u64;
+    let after = std::fs::metadata(&path).unwrap().len();
+    assert!(after <= limit + 4 * page, "{after} bytes on disk");
+    assert_eq!(after, report.bytes_after, "no free pages left in the file");
+    assert_eq!(std::fs::metadata(&wal).map_or(0, |m| m.len()), 0);
+
+    let store = Store::open(&path).unwrap();
+    let kept: Vec<i64> = store
+        .segments(None)
+        .unwrap()
+        .iter()
+        .map(|s| s.start_ms / 2000)
+        .collect();
+    assert_eq!(kept.len() as u64, n as u64 - report.segments_deleted);
+    // The newest, contiguously: nothing deleted from the middle.
+    assert_eq!(kept, (n - kept.len() as i64..n).collect::<Vec<_>>());
+    // Not far more than needed either: with ~1 segment per page, at least
+    // half the budget is still segments.
+    assert!(kept.len() > 200, "kept only {}", kept.len());
+    assert_eq!(
+        store.query(&MatchQuery::default()).unwrap().len(),
+        2 * kept.len()
+    );
+    assert_eq!(store.labels(Some(BIG_MODEL)).unwrap().len(), 2);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+
+    // Under the limit now: a second run deletes nothing.
+    assert_eq!(w.enforce_retention(unix_now()).unwrap().segments_deleted, 0);
+    w.close().unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn size_retention_stops_when_only_labels_are_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    setup(&path).close().unwrap();
+    let w = StoreWriter::spawn_with(
+        &path,
+        with_retention(Retention {
+            max_age: None,
+            max_db_bytes: Some(1),
+        }),
+    )
+    .unwrap();
+    for i in 0..10 {
+        w.write_segment(seg("cam1", i * 2000, &[("dog", 1, 0.6)]))
+            .unwrap();
+    }
+    let report = w.enforce_retention(unix_now()).unwrap();
+    assert_eq!(report.segments_deleted, 10);
+    assert!(report.bytes_after > 1, "{report:?}");
+    w.close().unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.segment_count().unwrap(), 0);
+    assert_eq!(store.labels(None).unwrap().len(), LABELS.len());
+}
+
+#[test]
+fn retention_without_limits_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let w = setup(&path);
+    w.write_segment(seg("cam1", 0, &[("dog", 1, 0.6)])).unwrap();
+    let report = w.enforce_retention(1e12).unwrap();
+    assert_eq!(report.segments_deleted, 0);
+    assert_eq!(report.bytes_before, report.bytes_after);
+    let e = w.enforce_retention(f64::NAN).unwrap_err();
+    assert_eq!(e.disposition(), Disposition::Skip, "{e}");
+    w.close().unwrap();
+    assert_eq!(Store::open(&path).unwrap().segment_count().unwrap(), 1);
+}
+
+#[test]
+fn the_writer_applies_retention_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    setup(&path).close().unwrap();
+    let w = StoreWriter::spawn_with(
+        &path,
+        WriterOptions {
+            retention: Retention {
+                max_age: Some(Duration::from_secs(600)),
+                max_db_bytes: None,
+            },
+            retention_interval: Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+    let now = unix_now();
+    for i in 0..20 {
+        let mut s = seg("cam1", i * 2000, &[("dog", 1, 0.6)]);
+        // Half an hour ago for the first ten, now for the rest.
+        s.wall_time = if i < 10 { now - 1800.0 } else { now };
+        w.write_segment(s).unwrap();
+    }
+    w.flush().unwrap();
+    let store = Store::open(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.segment_count().unwrap() > 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<i64> = store
+        .segments(None)
+        .unwrap()
+        .iter()
+        .map(|s| s.start_ms / 2000)
+        .collect();
+    assert_eq!(left, (10..20).collect::<Vec<_>>());
+    w.close().unwrap();
 }

@@ -21,8 +21,18 @@
 //!   newer than this binary is refused untouched rather than half-understood.
 //! - **Embeddings are little-endian `f32` BLOBs** ([`f32s_to_blob`]): compact,
 //!   and identical whatever the box's CPU.
+//! - **`auto_vacuum = INCREMENTAL`**, so retention can hand disk space back
+//!   instead of only freeing pages inside the file. New databases get it
+//!   before their first table; older ones are converted by one VACUUM when
+//!   the daemon first opens them (see `schema.rs`).
+//! - **Retention runs on the writer thread** ([`Retention`], rules in
+//!   `retention.rs`): it deletes only segments, oldest first, and never
+//!   contends with the writer for the lock because it is the writer.
+//! - **Source states are upserted, not logged**: one row per source, the
+//!   latest word on it, so status is one small read from any process.
 
 mod read;
+mod retention;
 mod schema;
 mod writer;
 
@@ -34,7 +44,42 @@ use crate::Disposition;
 
 pub use read::Store;
 pub use schema::SCHEMA_VERSION;
-pub use writer::{StoreWriter, WriterStats, MAX_BATCH_OPS, MAX_BATCH_WAIT};
+pub use writer::{
+    Retention, RetentionReport, StoreWriter, WriterOptions, WriterStats, MAX_BATCH_OPS,
+    MAX_BATCH_WAIT,
+};
+
+/// The values [`SourceStateRecord::state`] may take; the writer refuses
+/// others, so a typo in the daemon shows up as an error, not as a state
+/// `cliptag status` has never heard of.
+pub const SOURCE_STATES: [&str; 6] = [
+    "connecting",
+    "streaming",
+    "backing off",
+    "failed",
+    "finished",
+    "stopped",
+];
+
+/// The latest state of one source, as sent to [`StoreWriter::put_source_state`]
+/// and read back by [`Store::source_states`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceStateRecord {
+    pub name: String,
+    /// Already stripped of credentials by the caller.
+    pub uri: String,
+    /// One of [`SOURCE_STATES`].
+    pub state: String,
+    /// Why it is in this state (the error that failed it, say), if there is more to say.
+    pub reason: Option<String>,
+    /// Unix seconds of the last frame received; `None` before the first.
+    pub last_frame_time: Option<f64>,
+    pub frames: u64,
+    pub frames_dropped: u64,
+    pub reconnects: u64,
+    /// Unix seconds when this record was made.
+    pub updated_at: f64,
+}
 
 /// A model as registered by the writer; `id` is the content hash of its ONNX files.
 #[derive(Debug, Clone, PartialEq, Serialize)]

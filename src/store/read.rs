@@ -8,7 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::schema::{self, OpenMode};
 use super::{
-    blob_to_f32s, LabelRow, MatchQuery, MatchRow, ModelRecord, SegmentRow, StoreError, TimeBound,
+    blob_to_f32s, LabelRow, MatchQuery, MatchRow, ModelRecord, SegmentRow, SourceStateRecord,
+    StoreError, TimeBound,
 };
 
 /// Read side + setup. Each `Store` has its own connection; under WAL it
@@ -291,6 +292,34 @@ impl Store {
             out.push(seg);
         }
         Ok(out)
+    }
+
+    /// The latest state of every source the daemon has reported, by name.
+    pub fn source_states(&self) -> Result<Vec<SourceStateRecord>, StoreError> {
+        let err = self.err("reading source states");
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT name, uri, state, reason, last_frame_time, frames, frames_dropped, \
+                 reconnects, updated_at FROM source_states ORDER BY name",
+            )
+            .map_err(&err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(SourceStateRecord {
+                    name: r.get(0)?,
+                    uri: r.get(1)?,
+                    state: r.get(2)?,
+                    reason: r.get(3)?,
+                    last_frame_time: r.get(4)?,
+                    frames: r.get(5)?,
+                    frames_dropped: r.get(6)?,
+                    reconnects: r.get(7)?,
+                    updated_at: r.get(8)?,
+                })
+            })
+            .map_err(&err)?;
+        rows.collect::<Result<_, _>>().map_err(&err)
     }
 
     pub fn segment_count(&self) -> Result<u64, StoreError> {

@@ -11,6 +11,10 @@ use super::StoreError;
 /// that a wedged lock surfaces as an error instead of a hang.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `PRAGMA auto_vacuum` of a database that never shrinks; the others are
+/// 1 (FULL, shrinks on every commit) and 2 (INCREMENTAL, shrinks on request).
+const AUTO_VACUUM_NONE: i64 = 0;
+
 pub(crate) struct Migration {
     pub name: &'static str,
     pub sql: &'static str,
@@ -18,10 +22,16 @@ pub(crate) struct Migration {
 
 /// Append only: a migration's position is its version number, and released
 /// databases record how many of these they have applied.
-const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        name: "0002_daemon",
+        sql: include_str!("migrations/0002_daemon.sql"),
+    },
+];
 
 /// The `user_version` a database has once this binary has migrated it.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -86,14 +96,69 @@ pub(crate) fn open(path: &Path, mode: OpenMode) -> Result<Connection, StoreError
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_err)?;
+    // On a database without tables yet this decides its layout for good, so
+    // it must come before migration 1 creates any; on an older one it only
+    // tells the VACUUM below what to convert to. Only when still NONE: on a
+    // database that already has it, setting it again takes the write lock,
+    // and a reader must not wait on the writer.
+    let auto_vacuum: i64 = conn
+        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+        .map_err(open_err)?;
+    if auto_vacuum == AUTO_VACUUM_NONE {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(open_err)?;
+    }
 
     migrate(&mut conn, path, MIGRATIONS)?;
+    if mode == OpenMode::Create {
+        convert_to_incremental_vacuum(&conn, path);
+    }
 
     // Explicitly, since migrate() turned them off and a system SQLite would
     // default them off anyway.
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(open_err)?;
     Ok(conn)
+}
+
+/// Databases created before migration 2 have `auto_vacuum = NONE`: deleted
+/// rows free pages for reuse, but the file never shrinks. Converting takes a
+/// VACUUM, which rewrites the whole file and cannot run inside a transaction,
+/// so it is not part of the migration itself; checking the pragma on every
+/// open instead means a process killed between the migration and the VACUUM
+/// simply converts on its next start.
+///
+/// Only the daemon's opens ([`OpenMode::Create`]) do it: `cliptag query`
+/// should not spend minutes rewriting an SD card. And a failure (disk too full
+/// for the copy, another writer holding the lock) is logged, not returned:
+/// the database works unconverted, retention still deletes and its pages are
+/// reused, and the next start tries again.
+fn convert_to_incremental_vacuum(conn: &Connection, path: &Path) {
+    let mode: rusqlite::Result<i64> = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0));
+    match mode {
+        Ok(AUTO_VACUUM_NONE) => {}
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read auto_vacuum");
+            return;
+        }
+    }
+    let started = std::time::Instant::now();
+    tracing::info!(path = %path.display(), "rewriting the database once for incremental vacuum (VACUUM)");
+    if let Err(e) = conn.execute_batch("VACUUM") {
+        tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "VACUUM failed; the database works, but retention cannot shrink the file until a later start converts it"
+        );
+        return;
+    }
+    // In WAL mode the rewritten copy sits in the WAL; without a checkpoint
+    // the disk holds the database twice until the next automatic one.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::debug!(path = %path.display(), error = %e, "checkpoint after VACUUM failed");
+    }
+    tracing::info!(path = %path.display(), elapsed = ?started.elapsed(), "database converted to incremental vacuum");
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<u32> {

@@ -1,4 +1,4 @@
-//! The single writer thread.
+//! The single writer thread, and the retention it runs between batches.
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -8,7 +8,10 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::schema::{self, OpenMode};
-use super::{f32s_to_blob, LabelRecord, ModelRecord, NewSegment, StoreError};
+use super::{
+    f32s_to_blob, retention, LabelRecord, ModelRecord, NewSegment, SourceStateRecord, StoreError,
+    SOURCE_STATES,
+};
 
 /// Most ops grouped into one transaction: bounds how long the write lock is
 /// held and how much one failed commit can take down with it.
@@ -34,6 +37,52 @@ pub struct WriterStats {
     pub failed_ops: u64,
 }
 
+/// What retention keeps; `None` does not limit. The default keeps everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Retention {
+    /// Delete segments whose `wall_time` is older than this.
+    pub max_age: Option<Duration>,
+    /// Delete the oldest segments until the pages in use fit in this many
+    /// bytes (the WAL not counted; it is checkpointed away afterwards).
+    pub max_db_bytes: Option<u64>,
+}
+
+impl Retention {
+    fn limits_anything(&self) -> bool {
+        self.max_age.is_some() || self.max_db_bytes.is_some()
+    }
+}
+
+/// How [`StoreWriter::spawn_with`] sets the writer up; the default applies
+/// no retention.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub retention: Retention,
+    /// How often the writer thread checks retention on its own, counted from
+    /// start and from each [`StoreWriter::enforce_retention`]. Ignored
+    /// (no periodic check) when `retention` limits nothing or this is zero.
+    pub retention_interval: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            retention: Retention::default(),
+            retention_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one retention run did. Sizes are pages in use × page size, the
+/// measure `max_db_bytes` is compared with; once the run has vacuumed and
+/// checkpointed, `bytes_after` is also the size of the file on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RetentionReport {
+    pub segments_deleted: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
 enum Op {
     RegisterModel(ModelRecord),
     PutTextEmbeddings {
@@ -45,11 +94,22 @@ enum Op {
         labels: Vec<LabelRecord>,
     },
     WriteSegment(Box<NewSegment>),
+    PutSourceState(Box<SourceStateRecord>),
 }
 
 enum Msg {
     Op(Op),
+    Barrier(Barrier),
+}
+
+/// A request that ends the batch being gathered: everything sent before it
+/// is committed first, then it is answered.
+enum Barrier {
     Flush(Sender<Option<StoreError>>),
+    Retention {
+        now: f64,
+        reply: Sender<Result<RetentionReport, StoreError>>,
+    },
 }
 
 /// The single writer: a thread owning the only writing connection. Ops are
@@ -72,14 +132,22 @@ impl std::fmt::Debug for StoreWriter {
 }
 
 impl StoreWriter {
-    /// Opens and migrates on the caller's thread, so a bad path or a too-new
-    /// database is an error here rather than a dead thread later.
+    /// [`spawn_with`](StoreWriter::spawn_with) the default options: no retention.
     pub fn spawn(path: &Path) -> Result<StoreWriter, StoreError> {
+        Self::spawn_with(path, WriterOptions::default())
+    }
+
+    /// Opens and migrates on the caller's thread, so a bad path or a too-new
+    /// database is an error here rather than a dead thread later. Retention
+    /// does not run here: call [`enforce_retention`](StoreWriter::enforce_retention)
+    /// at start-up if it should not wait for the first interval.
+    pub fn spawn_with(path: &Path, options: WriterOptions) -> Result<StoreWriter, StoreError> {
         let conn = schema::open(path, OpenMode::Create)?;
         let (tx, rx) = bounded::<Msg>(CHANNEL_CAPACITY);
         let mut worker = Worker {
             conn,
             path: path.to_path_buf(),
+            options,
             stats: WriterStats::default(),
             first_error: None,
         };
@@ -137,16 +205,33 @@ impl StoreWriter {
         self.send(Msg::Op(Op::WriteSegment(Box::new(s))))
     }
 
+    /// Records the latest state of a source, replacing the previous one of
+    /// the same name. Queued and batched like a segment; `state` must be one
+    /// of [`SOURCE_STATES`].
+    pub fn put_source_state(&self, s: SourceStateRecord) -> Result<(), StoreError> {
+        self.send(Msg::Op(Op::PutSourceState(Box::new(s))))
+    }
+
     /// Blocks until everything sent before it is committed; returns the first
     /// error the writer hit since the last flush (the others are logged).
     pub fn flush(&self) -> Result<(), StoreError> {
         let (reply_tx, reply_rx) = bounded(1);
-        self.send(Msg::Flush(reply_tx))?;
+        self.send(Msg::Barrier(Barrier::Flush(reply_tx)))?;
         match reply_rx.recv() {
             Ok(None) => Ok(()),
             Ok(Some(e)) => Err(e),
             Err(_) => Err(self.gone()),
         }
+    }
+
+    /// Applies the configured retention now, as if the clock read `now`
+    /// (unix seconds), after committing everything sent before; waits for
+    /// the result. For the daemon at start-up, and for tests. Errors of
+    /// earlier writes are left for the next [`flush`](StoreWriter::flush).
+    pub fn enforce_retention(&self, now: f64) -> Result<RetentionReport, StoreError> {
+        let (reply, reply_rx) = bounded(1);
+        self.send(Msg::Barrier(Barrier::Retention { now, reply }))?;
+        reply_rx.recv().unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// Drains the queue, commits, and joins the thread. Returns the first
@@ -204,6 +289,7 @@ impl Drop for StoreWriter {
 struct Worker {
     conn: Connection,
     path: PathBuf,
+    options: WriterOptions,
     stats: WriterStats,
     first_error: Option<StoreError>,
 }
@@ -216,21 +302,39 @@ struct BatchOutcome {
 
 impl Worker {
     fn run(&mut self, rx: crossbeam_channel::Receiver<Msg>) {
-        while let Ok(first) = rx.recv() {
+        let interval = Some(self.options.retention_interval)
+            .filter(|i| !i.is_zero() && self.options.retention.limits_anything());
+        let mut next_retention = interval.map(|i| Instant::now() + i);
+        loop {
+            let first = match next_retention {
+                Some(at) => match rx.recv_deadline(at) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.periodic_retention();
+                        next_retention = interval.map(|i| Instant::now() + i);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                },
+            };
             let mut ops = Vec::new();
-            let mut flush = None;
+            let mut barrier = None;
             let mut closing = false;
             match first {
                 Msg::Op(op) => ops.push(op),
-                Msg::Flush(reply) => flush = Some(reply),
+                Msg::Barrier(b) => barrier = Some(b),
             }
-            if flush.is_none() {
+            if barrier.is_none() {
                 let deadline = Instant::now() + MAX_BATCH_WAIT;
                 while ops.len() < MAX_BATCH_OPS {
                     match rx.recv_deadline(deadline) {
                         Ok(Msg::Op(op)) => ops.push(op),
-                        Ok(Msg::Flush(reply)) => {
-                            flush = Some(reply);
+                        Ok(Msg::Barrier(b)) => {
+                            barrier = Some(b);
                             break;
                         }
                         Err(RecvTimeoutError::Timeout) => break,
@@ -244,13 +348,46 @@ impl Worker {
             if !ops.is_empty() {
                 self.write_batch(&ops);
             }
-            if let Some(reply) = flush {
-                // The flusher may have given up waiting; nothing to do then.
-                let _ = reply.send(self.first_error.take());
+            // The requester may have given up waiting; nothing to do then.
+            match barrier {
+                Some(Barrier::Flush(reply)) => {
+                    let _ = reply.send(self.first_error.take());
+                }
+                Some(Barrier::Retention { now, reply }) => {
+                    let result =
+                        retention::apply(&mut self.conn, &self.path, &self.options.retention, now);
+                    let _ = reply.send(result);
+                    next_retention = interval.map(|i| Instant::now() + i);
+                }
+                None => {}
             }
             if closing {
                 break;
             }
+            // A steady stream of ops never lets recv_deadline time out, so
+            // the periodic run is also checked between batches.
+            if next_retention.is_some_and(|at| Instant::now() >= at) {
+                self.periodic_retention();
+                next_retention = interval.map(|i| Instant::now() + i);
+            }
+        }
+    }
+
+    /// Errors are logged only: retention failing (a busy database, say) must
+    /// not stop ingest, and the next interval tries again.
+    fn periodic_retention(&mut self) {
+        if let Err(e) = retention::apply(
+            &mut self.conn,
+            &self.path,
+            &self.options.retention,
+            unix_now(),
+        ) {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                disposition = ?e.disposition(),
+                "periodic retention failed"
+            );
         }
     }
 
@@ -338,6 +475,7 @@ fn apply(conn: &Connection, path: &Path, op: &Op) -> Result<(), StoreError> {
         }
         Op::SetLabels { model_id, labels } => set_labels(conn, path, model_id, labels),
         Op::WriteSegment(s) => write_segment(conn, path, s),
+        Op::PutSourceState(s) => put_source_state(conn, path, s),
     }
 }
 
@@ -618,5 +756,57 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<(), S
         ])
         .map_err(err)?;
     }
+    Ok(())
+}
+
+fn put_source_state(
+    conn: &Connection,
+    path: &Path,
+    s: &SourceStateRecord,
+) -> Result<(), StoreError> {
+    let bad = |what: String| {
+        Err(StoreError::bad_data(
+            path,
+            format!("state of source {:?}: {what}", s.name),
+        ))
+    };
+    if s.name.is_empty() {
+        return bad("empty source name".into());
+    }
+    if !SOURCE_STATES.contains(&s.state.as_str()) {
+        return bad(format!("{:?} is not one of {SOURCE_STATES:?}", s.state));
+    }
+    // NaN would be stored as NULL: a violation for updated_at, a silent
+    // "never" for last_frame_time.
+    if !s.updated_at.is_finite() || s.last_frame_time.is_some_and(|t| !t.is_finite()) {
+        return bad(format!(
+            "updated_at {} last_frame_time {:?}",
+            s.updated_at, s.last_frame_time
+        ));
+    }
+    conn.prepare_cached(
+        "INSERT INTO source_states (name, uri, state, reason, last_frame_time, frames, \
+         frames_dropped, reconnects, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT (name) DO UPDATE SET uri = excluded.uri, state = excluded.state, \
+         reason = excluded.reason, last_frame_time = excluded.last_frame_time, \
+         frames = excluded.frames, frames_dropped = excluded.frames_dropped, \
+         reconnects = excluded.reconnects, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            s.name,
+            s.uri,
+            s.state,
+            s.reason,
+            s.last_frame_time,
+            s.frames,
+            s.frames_dropped,
+            s.reconnects,
+            s.updated_at
+        ])
+    })
+    .map_err(|e| {
+        StoreError::sqlite(path, format!("writing the state of source {:?}", s.name), e)
+    })?;
     Ok(())
 }

@@ -1,0 +1,192 @@
+//! Retention: deleting old segments so the database fits the box's disk.
+//!
+//! Runs on the writer thread's connection, between batches, so it never
+//! races the writer for the lock. Rules, and why:
+//!
+//! - **Only segments go** (their matches with them, by `ON DELETE CASCADE`).
+//!   Models, labels, cached text embeddings and sources are small and are
+//!   what makes the remaining segments readable.
+//! - **Oldest first, by `wall_time`**, so what is kept is always one
+//!   contiguous recent stretch, never a sample with holes.
+//! - **In chunks, each its own transaction**: the WAL and the lock hold stay
+//!   bounded however much is due (the first run on a big old database), and
+//!   an error loses at most the chunk in hand.
+//! - **Size is pages in use × page size.** Free pages and the WAL do not
+//!   count: free pages because on a database that cannot shrink (still
+//!   `auto_vacuum = NONE`, its conversion failed) the loop must still end,
+//!   and the WAL because it is checkpointed away at the end.
+//! - **Then `incremental_vacuum` and a TRUNCATE checkpoint**: deleting rows
+//!   only frees pages inside the file; these two are what hand the space back
+//!   to the filesystem.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, Params, TransactionBehavior};
+
+use super::writer::{Retention, RetentionReport};
+use super::StoreError;
+
+/// Rows per age-retention transaction: a few MB of WAL with 512-float embeddings.
+const AGE_CHUNK: u64 = 2000;
+/// Size retention deletes 1/SIZE_CHUNK_DIVISOR of the segments per step...
+const SIZE_CHUNK_DIVISOR: u64 = 20;
+/// ...but at least this many, so a small database converges in a few steps.
+const SIZE_CHUNK_MIN: u64 = 100;
+
+pub(crate) fn apply(
+    conn: &mut Connection,
+    path: &Path,
+    retention: &Retention,
+    now: f64,
+) -> Result<RetentionReport, StoreError> {
+    if !now.is_finite() {
+        return Err(StoreError::bad_data(
+            path,
+            format!("retention clock reading {now}"),
+        ));
+    }
+    let bytes_before = used_bytes(conn, path)?;
+
+    let mut by_age = 0;
+    if let Some(max_age) = retention.max_age {
+        let cutoff = now - max_age.as_secs_f64();
+        loop {
+            let n = delete_chunk(
+                conn,
+                path,
+                "DELETE FROM segments WHERE id IN (SELECT id FROM segments \
+                 WHERE wall_time < ?1 ORDER BY wall_time, id LIMIT ?2)",
+                params![cutoff, AGE_CHUNK],
+            )?;
+            by_age += n;
+            if n < AGE_CHUNK {
+                break;
+            }
+        }
+        if by_age > 0 {
+            tracing::info!(
+                path = %path.display(),
+                segments = by_age,
+                max_age = %humantime::format_duration(max_age),
+                cutoff,
+                "retention: deleted segments older than max_age"
+            );
+        }
+    }
+
+    let mut by_size = 0;
+    if let Some(limit) = retention.max_db_bytes {
+        loop {
+            let used = used_bytes(conn, path)?;
+            if used <= limit {
+                break;
+            }
+            let remaining = segment_count(conn, path)?;
+            if remaining == 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    used_bytes = used,
+                    max_db_bytes = limit,
+                    "retention: database is over max_db_bytes with no segments left; \
+                     models, labels and cached text embeddings are never deleted"
+                );
+                break;
+            }
+            let chunk = (remaining / SIZE_CHUNK_DIVISOR).max(SIZE_CHUNK_MIN);
+            by_size += delete_chunk(
+                conn,
+                path,
+                "DELETE FROM segments WHERE id IN \
+                 (SELECT id FROM segments ORDER BY wall_time, id LIMIT ?1)",
+                [chunk],
+            )?;
+        }
+        if by_size > 0 {
+            tracing::info!(
+                path = %path.display(),
+                segments = by_size,
+                max_db_bytes = limit,
+                "retention: deleted the oldest segments to fit max_db_bytes"
+            );
+        }
+    }
+
+    // Also when nothing was deleted now: free pages may be left over from
+    // an earlier run that failed half-way, or from before the database was
+    // converted to incremental vacuum.
+    if freelist_count(conn, path)? > 0 {
+        incremental_vacuum(conn, path)?;
+    }
+    if by_age + by_size > 0 {
+        checkpoint(conn, path)?;
+    }
+    let report = RetentionReport {
+        segments_deleted: by_age + by_size,
+        bytes_before,
+        bytes_after: used_bytes(conn, path)?,
+    };
+    if report.segments_deleted > 0 {
+        tracing::info!(path = %path.display(), ?report, "retention done");
+    } else {
+        tracing::debug!(path = %path.display(), ?report, "retention: nothing to delete");
+    }
+    Ok(report)
+}
+
+fn delete_chunk(
+    conn: &mut Connection,
+    path: &Path,
+    sql: &str,
+    params: impl Params,
+) -> Result<u64, StoreError> {
+    let err = |e| StoreError::sqlite(path, "retention: deleting segments", e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let n = tx.execute(sql, params).map_err(err)?;
+    tx.commit().map_err(err)?;
+    Ok(n as u64)
+}
+
+fn pragma_u64(conn: &Connection, path: &Path, name: &str) -> Result<u64, StoreError> {
+    conn.pragma_query_value(None, name, |r| r.get(0))
+        .map_err(|e| StoreError::sqlite(path, format!("retention: reading {name}"), e))
+}
+
+fn freelist_count(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
+    pragma_u64(conn, path, "freelist_count")
+}
+
+/// What retention compares with `max_db_bytes` (see the module rules).
+fn used_bytes(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
+    let pages = pragma_u64(conn, path, "page_count")?;
+    let free = freelist_count(conn, path)?;
+    Ok(pages.saturating_sub(free) * pragma_u64(conn, path, "page_size")?)
+}
+
+fn segment_count(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
+    conn.query_row("SELECT count(*) FROM segments", [], |r| r.get(0))
+        .map_err(|e| StoreError::sqlite(path, "retention: counting segments", e))
+}
+
+fn incremental_vacuum(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |e| StoreError::sqlite(path, "retention: incremental vacuum", e);
+    // The pragma frees one page per result row: stepping it once (as
+    // execute_batch does) would free a single page.
+    let mut st = conn.prepare("PRAGMA incremental_vacuum").map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    while rows.next().map_err(err)?.is_some() {}
+    Ok(())
+}
+
+fn checkpoint(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .map_err(|e| StoreError::sqlite(path, "retention: checkpointing the WAL", e))?;
+    if busy != 0 {
+        // A reader kept an old snapshot past the busy timeout. Not an error:
+        // the file shrinks at a later checkpoint.
+        tracing::debug!(path = %path.display(), "retention: WAL checkpoint could not finish; a reader is active");
+    }
+    Ok(())
+}
