@@ -91,6 +91,27 @@ struct RawConfig {
     classify: RawClassify,
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    shutdown_timeout: Option<toml::Spanned<String>>,
+    backoff_initial: Option<toml::Spanned<String>>,
+    backoff_max: Option<toml::Spanned<String>>,
+    stall_timeout: Option<toml::Spanned<String>>,
+    queue: Option<toml::Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    days: Option<toml::Spanned<f64>>,
+    max_db_mb: Option<toml::Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +208,11 @@ struct RawClassify {
 struct RawSource {
     name: toml::Spanned<String>,
     uri: toml::Spanned<String>,
+    #[serde(default, rename = "loop")]
+    looped: bool,
+    #[serde(default)]
+    realtime: bool,
+    transport: Option<toml::Spanned<String>>,
 }
 
 // ---- validated shape ----
@@ -202,6 +228,49 @@ pub struct Config {
     pub keyframes: KeyframeConfig,
     pub classify: ClassifyConfig,
     pub sources: Vec<SourceConfig>,
+    pub daemon: DaemonConfig,
+    pub retention: RetentionConfig,
+}
+
+/// How the long-running service behaves around its sources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// After SIGTERM: how long windows in flight may take to reach the database.
+    pub shutdown_timeout: Duration,
+    /// First reconnect delay of a failed live source; doubled per failure up to the cap.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// A pipeline that yields no frame, error or end of stream for this long is restarted.
+    pub stall_timeout: Duration,
+    /// Windows waiting for inference across all sources; live sources drop when it is full.
+    pub queue: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            shutdown_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            stall_timeout: crate::ingest::DEFAULT_STALL_TIMEOUT,
+            queue: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RetentionConfig {
+    pub max_age: Option<Duration>,
+    pub max_db_bytes: Option<u64>,
+}
+
+/// How RTSP media travels. TCP (interleaved) is the default: it passes NAT and firewalls
+/// and does not lose packets on busy Wi-Fi, which matters more here than latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +307,41 @@ pub struct SourceConfig {
     pub name: String,
     /// A `scheme://` URI, or an absolute file path resolved from what the user wrote.
     pub uri: String,
+    /// Start a file again at its end instead of finishing (test and demo sources).
+    pub looped: bool,
+    /// Deliver a file's frames at their playback rate, as a camera would.
+    pub realtime: bool,
+    pub transport: RtspTransport,
+}
+
+impl SourceConfig {
+    pub fn new(name: &str, uri: &str) -> SourceConfig {
+        SourceConfig {
+            name: name.to_string(),
+            uri: uri.to_string(),
+            looped: false,
+            realtime: false,
+            transport: RtspTransport::default(),
+        }
+    }
+
+    /// Cameras and network streams: they end only by failing, and never wait for us.
+    pub fn is_live(&self) -> bool {
+        let scheme = self
+            .uri
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .unwrap_or_default();
+        matches!(
+            scheme.as_str(),
+            "rtsp" | "rtsps" | "rtspt" | "rtspu" | "v4l2" | "http" | "https" | "udp" | "srt"
+        )
+    }
+
+    /// Frames arrive at playback rate and must be dropped, not queued, when we fall behind.
+    pub fn paced(&self) -> bool {
+        self.realtime || self.is_live()
+    }
 }
 
 impl Config {
@@ -405,7 +509,13 @@ impl Config {
                     format!("duplicate source name {name:?}"),
                 ));
             }
-            let uri = resolve_uri(s.uri.get_ref(), &base);
+            let written = s.uri.get_ref().trim();
+            // A bare device path is what people copy from `v4l2-ctl --list-devices`.
+            let uri = if written.starts_with("/dev/video") {
+                format!("v4l2://{written}")
+            } else {
+                resolve_uri(written, &base)
+            };
             if uri.is_empty() {
                 return Err(invalid(
                     "source.uri",
@@ -413,7 +523,98 @@ impl Config {
                     "must not be empty".into(),
                 ));
             }
-            sources.push(SourceConfig { name, uri });
+            let transport = match s.transport {
+                None => RtspTransport::Tcp,
+                Some(t) => match t.get_ref().to_ascii_lowercase().as_str() {
+                    "tcp" => RtspTransport::Tcp,
+                    "udp" => RtspTransport::Udp,
+                    other => {
+                        return Err(invalid(
+                            "source.transport",
+                            Some(t.span()),
+                            format!("expected \"tcp\" or \"udp\", got {other:?}"),
+                        ))
+                    }
+                },
+            };
+            sources.push(SourceConfig {
+                name,
+                uri,
+                looped: s.looped,
+                realtime: s.realtime,
+                transport,
+            });
+        }
+
+        let mut daemon = DaemonConfig::default();
+        let duration = |key: &str, v: &toml::Spanned<String>| -> Result<Duration, ConfigError> {
+            let d = humantime::parse_duration(v.get_ref().trim()).map_err(|e| {
+                invalid(
+                    key,
+                    Some(v.span()),
+                    format!("expected a duration like \"10s\" or \"500ms\": {e}"),
+                )
+            })?;
+            if d.is_zero() {
+                return Err(invalid(
+                    key,
+                    Some(v.span()),
+                    "must be longer than zero".into(),
+                ));
+            }
+            Ok(d)
+        };
+        if let Some(v) = &raw.daemon.shutdown_timeout {
+            daemon.shutdown_timeout = duration("daemon.shutdown_timeout", v)?;
+        }
+        if let Some(v) = &raw.daemon.backoff_initial {
+            daemon.backoff_initial = duration("daemon.backoff_initial", v)?;
+        }
+        if let Some(v) = &raw.daemon.backoff_max {
+            daemon.backoff_max = duration("daemon.backoff_max", v)?;
+            if daemon.backoff_max < daemon.backoff_initial {
+                return Err(invalid(
+                    "daemon.backoff_max",
+                    Some(v.span()),
+                    "must not be shorter than daemon.backoff_initial".into(),
+                ));
+            }
+        }
+        if let Some(v) = &raw.daemon.stall_timeout {
+            daemon.stall_timeout = duration("daemon.stall_timeout", v)?;
+        }
+        if let Some(q) = &raw.daemon.queue {
+            if !(1..=1024).contains(q.get_ref()) {
+                return Err(invalid(
+                    "daemon.queue",
+                    Some(q.span()),
+                    format!("expected 1 to 1024 windows, got {}", q.get_ref()),
+                ));
+            }
+            daemon.queue = *q.get_ref();
+        }
+
+        let mut retention = RetentionConfig::default();
+        if let Some(d) = &raw.retention.days {
+            let v = *d.get_ref();
+            if !(v.is_finite() && v > 0.0 && v < 100_000.0) {
+                return Err(invalid(
+                    "retention.days",
+                    Some(d.span()),
+                    format!("expected a positive number of days, got {v}"),
+                ));
+            }
+            retention.max_age = Some(Duration::from_secs_f64(v * 86_400.0));
+        }
+        if let Some(m) = &raw.retention.max_db_mb {
+            if *m.get_ref() == 0 {
+                return Err(invalid(
+                    "retention.max_db_mb",
+                    Some(m.span()),
+                    "expected a positive size in MB".into(),
+                ));
+            }
+            retention.max_db_bytes = Some(m.get_ref() * 1024 * 1024);
         }
 
         let labels_path = base.join(raw.labels.get_ref());
@@ -436,6 +637,8 @@ impl Config {
             keyframes,
             classify,
             sources,
+            daemon,
+            retention,
         })
     }
 }
@@ -559,6 +762,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("duplicate") && e.contains("line 9"), "{e}");
+    }
+
+    #[test]
+    fn daemon_retention_and_source_options_parse_and_validate() {
+        let text = format!(
+            "{MINIMAL}[daemon]\nshutdown_timeout = \"3s\"\nbackoff_initial = \"250ms\"\nbackoff_max = \"30s\"\nqueue = 2\n[retention]\ndays = 7\nmax_db_mb = 100\n[[source]]\nname = \"cam\"\nuri = \"rtsp://cam/1\"\ntransport = \"udp\"\n[[source]]\nname = \"demo\"\nuri = \"demo.mp4\"\nloop = true\nrealtime = true\n"
+        );
+        let c = Config::parse(&text, Path::new("/x/c.toml")).unwrap();
+        assert_eq!(c.daemon.shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(c.daemon.backoff_initial, Duration::from_millis(250));
+        assert_eq!(c.daemon.queue, 2);
+        assert_eq!(c.daemon.stall_timeout, crate::ingest::DEFAULT_STALL_TIMEOUT);
+        assert_eq!(c.retention.max_age, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(c.retention.max_db_bytes, Some(100 * 1024 * 1024));
+        assert_eq!(c.sources[0].transport, RtspTransport::Udp);
+        assert!(c.sources[0].is_live() && c.sources[0].paced());
+        assert!(c.sources[1].looped && c.sources[1].realtime && !c.sources[1].is_live());
+        assert!(c.sources[1].paced());
+        let cam = format!("{MINIMAL}[[source]]\nname = \"desk\"\nuri = \"/dev/video2\"\n");
+        let c = Config::parse(&cam, Path::new("c.toml")).unwrap();
+        assert_eq!(c.sources[0].uri, "v4l2:///dev/video2");
+        assert!(c.sources[0].is_live());
+
+        let bad = |extra: &str| {
+            Config::parse(&format!("{MINIMAL}{extra}"), Path::new("c.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("[daemon]\nshutdown_timeout = \"soon\"\n");
+        assert!(
+            e.contains("daemon.shutdown_timeout") && e.contains("line 6"),
+            "{e}"
+        );
+        let e = bad("[daemon]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n");
+        assert!(e.contains("daemon.backoff_max"), "{e}");
+        let e = bad("[daemon]\nretries = 3\n");
+        assert!(e.contains("retries"), "{e}");
+        let e = bad("[retention]\ndays = -1\n");
+        assert!(e.contains("retention.days"), "{e}");
+        let e = bad("[[source]]\nname = \"c\"\nuri = \"rtsp://c\"\ntransport = \"quic\"\n");
+        assert!(e.contains("source.transport") && e.contains("quic"), "{e}");
     }
 
     #[test]

@@ -8,11 +8,16 @@
 //! - Times are segment *stream time* in seconds (0 at the start of a file, even when the
 //!   first buffer's PTS is not 0).
 //! - GStreamer errors become [`IngestError`]s naming the source and GStreamer's message.
-//! - Our thread pulls from appsink; nothing heavy runs on a GStreamer streaming thread.
+//! - Nothing heavy runs on a GStreamer streaming thread: appsink's callback only moves the
+//!   sample into a bounded channel that our thread reads.
+//! - Files wait for us (the channel blocks, which back-pressures the decoder); cameras never
+//!   do: when the channel is full a live frame is dropped and counted, so the decoder and
+//!   the network never stall behind a slow CLIP stage.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -155,6 +160,10 @@ pub trait FrameSource {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Frames the source had to drop because they were not taken in time (live sources).
+    fn dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Turn what a user wrote (path or URI) into a URI GStreamer understands.
@@ -172,12 +181,47 @@ pub fn init() -> Result<(), IngestError> {
     gst::init().map_err(|e| IngestError::Init(e.to_string()))
 }
 
+/// How a pipeline should treat its stream.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub sampling: Sampling,
+    /// Cameras and network streams: frames we cannot take in time are dropped and counted,
+    /// and errors are worth a retry.
+    pub live: bool,
+    /// Play a file at its own rate (appsink syncs on the clock) instead of as fast as we
+    /// can decode it; with `live`, makes a file behave like a camera.
+    pub realtime: bool,
+    /// RTSP over TCP (interleaved) rather than UDP.
+    pub rtsp_tcp: bool,
+    pub stall_timeout: Duration,
+    /// Frames decoded but not yet taken by our thread.
+    pub buffer_frames: usize,
+}
+
+impl OpenOptions {
+    pub fn file(sampling: Sampling) -> OpenOptions {
+        OpenOptions {
+            sampling,
+            live: false,
+            realtime: false,
+            rtsp_tcp: true,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            buffer_frames: 4,
+        }
+    }
+}
+
 /// A uridecodebin → videoconvert → videoscale → appsink(RGB, square pixels) pipeline.
 pub struct GstSource {
     name: String,
     uri: String,
+    live: bool,
     pipeline: gst::Pipeline,
     appsink: gst_app::AppSink,
+    /// `None` once shut down: dropping the receiver releases a streaming thread blocked on
+    /// a full channel, so the pipeline can go to NULL.
+    samples: Option<crossbeam_channel::Receiver<gst::Sample>>,
+    dropped: Arc<AtomicU64>,
     bus: gst::Bus,
     no_video: Arc<AtomicBool>,
     video_pads: Arc<AtomicU32>,
@@ -198,7 +242,16 @@ pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from
 impl GstSource {
     /// `location`: a file path or a URI.
     pub fn open(name: &str, location: &str, sampling: Sampling) -> Result<GstSource, IngestError> {
+        GstSource::open_with(name, location, OpenOptions::file(sampling))
+    }
+
+    pub fn open_with(
+        name: &str,
+        location: &str,
+        options: OpenOptions,
+    ) -> Result<GstSource, IngestError> {
         init()?;
+        let sampling = options.sampling;
         let open_err = |reason: String| IngestError::Open {
             source_name: name.to_string(),
             uri: crate::config::mask_uri(location),
@@ -231,10 +284,52 @@ impl GstSource {
             .build();
         let appsink = gst_app::AppSink::builder()
             .caps(&caps)
-            .sync(false)
-            .max_buffers(4)
+            .sync(options.realtime)
+            .max_buffers(1)
             .drop(false)
             .build();
+        let (sample_tx, samples) = crossbeam_channel::bounded(options.buffer_frames.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        {
+            let dropped = dropped.clone();
+            let live = options.live;
+            appsink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if live {
+                            match sample_tx.try_send(sample) {
+                                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                                    Err(gst::FlowError::Flushing)
+                                }
+                                Err(crossbeam_channel::TrySendError::Full(_)) => {
+                                    dropped.fetch_add(1, Ordering::Relaxed);
+                                    Ok(gst::FlowSuccess::Ok)
+                                }
+                                Ok(()) => Ok(gst::FlowSuccess::Ok),
+                            }
+                        } else {
+                            sample_tx
+                                .send(sample)
+                                .map(|_| gst::FlowSuccess::Ok)
+                                .map_err(|_| gst::FlowError::Flushing)
+                        }
+                    })
+                    .build(),
+            );
+        }
+        if options.rtsp_tcp {
+            // rtspsrc tries UDP first and falls back to TCP only after a timeout; cameras
+            // behind NAT or on lossy Wi-Fi do better on TCP from the start.
+            decode.connect("source-setup", false, |values| {
+                if let Some(source) = values.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                    if source.find_property("protocols").is_some() {
+                        source.set_property_from_str("protocols", "tcp");
+                    }
+                }
+                None
+            });
+        }
         pipeline
             .add_many([&decode, &convert, &scale, appsink.upcast_ref()])
             .map_err(|e| open_err(e.to_string()))?;
@@ -315,8 +410,11 @@ impl GstSource {
         let mut source = GstSource {
             name: name.to_string(),
             uri: crate::config::mask_uri(location),
+            live: options.live,
             pipeline,
             appsink,
+            samples: Some(samples),
+            dropped,
             bus,
             no_video,
             video_pads,
@@ -324,7 +422,7 @@ impl GstSource {
             frames_out: 0,
             finished: false,
             last_progress: std::time::Instant::now(),
-            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            stall_timeout: options.stall_timeout,
             warnings: Vec::new(),
         };
         if source.pipeline.set_state(gst::State::Playing).is_err() {
@@ -349,8 +447,12 @@ impl GstSource {
             source_name: self.name.clone(),
             message,
             debug,
-            live: false,
+            live: self.live,
         }
+    }
+
+    pub fn set_stall_timeout(&mut self, timeout: Duration) {
+        self.stall_timeout = timeout;
     }
 
     /// The first error waiting on the bus, if any; warnings are kept for [`warnings`].
@@ -385,6 +487,7 @@ impl GstSource {
     }
 
     fn shutdown(&mut self) {
+        self.samples = None;
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 
@@ -492,10 +595,17 @@ impl FrameSource for GstSource {
                 self.finish();
                 return Err(self.stream_error(message, None));
             }
-            if let Some(sample) = self
-                .appsink
-                .try_pull_sample(gst::ClockTime::from_mseconds(100))
-            {
+            let Some(samples) = &self.samples else {
+                return Ok(None);
+            };
+            let sample = match samples.recv_timeout(Duration::from_millis(100)) {
+                Ok(sample) => Some(sample),
+                // EOS reaches appsink only after every sample before it went through the
+                // callback, so once it is seen the channel holds all that is left.
+                Err(_) if self.appsink.is_eos() => samples.try_recv().ok(),
+                Err(_) => None,
+            };
+            if let Some(sample) = sample {
                 self.last_progress = std::time::Instant::now();
                 let frame = self.frame_from_sample(&sample)?;
                 self.last_pts = Some(frame.pts);
@@ -522,6 +632,10 @@ impl FrameSource for GstSource {
 
     fn warnings(&self) -> Vec<String> {
         self.warnings.clone()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
