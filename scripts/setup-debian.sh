@@ -7,6 +7,8 @@ packages=(
     # build: C compiler for onig (tokenizers) and bundled SQLite, pkg-config for GStreamer
     build-essential pkg-config ca-certificates
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+    # tests: a real RTSP server on loopback (gstreamer-rtsp-server crate)
+    libgstrtspserver-1.0-dev
     # decoders for H.264/H.265/VP8/VP9/MJPEG in mp4/mkv/webm/avi, and gst-launch-1.0
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools

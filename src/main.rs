@@ -18,7 +18,7 @@ use cliptag::clip::{ClipModel, Layout};
 use cliptag::config::{Config, ModelVariant};
 use cliptag::daemon::{self, Progress, RunError, RunOptions, SourceReport};
 use cliptag::ingest::Sampling;
-use cliptag::query::{parse_time_bound, write_rows, Format};
+use cliptag::query::{parse_time_bound, write_rows, write_source_states, Format};
 use cliptag::store::{MatchQuery, Store};
 use cliptag::Disposition;
 
@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Tag the configured sources and exit when they end.
+    /// Tag the configured sources: files until they end, cameras until SIGTERM.
     Run {
         #[arg(long, short)]
         config: PathBuf,
@@ -45,6 +45,15 @@ enum Command {
     },
     /// Print what was seen.
     Query(QueryArgs),
+    /// Show each source's state as the daemon last recorded it.
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+    },
     /// List labels, their prompts, and whether their embeddings are cached.
     Labels {
         #[command(flatten)]
@@ -193,6 +202,8 @@ struct QueryArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // journald and log files want plain text; colour only for a person at a terminal.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLIPTAG_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tract_linalg=warn")),
@@ -245,6 +256,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             new_model_generation,
         } => run(&config, new_model_generation),
         Command::Query(args) => query(args),
+        Command::Status { db, json, csv } => status(db, format_of(json, csv)),
         Command::Labels { db } => labels(db),
         Command::Model {
             command:
@@ -333,22 +345,18 @@ fn run(config_path: &Path, new_model_generation: bool) -> Result<ExitCode> {
     } else {
         Arc::new(daemon::NoProgress)
     };
-    let report = daemon::run_sources(
+    let env = daemon::Environment::system(progress).context("cannot install signal handlers")?;
+    let report = daemon::run(
         &config,
         &RunOptions {
             new_model_generation,
         },
-        progress,
+        env,
     )?;
     for s in &report.sources {
-        for w in &s.warnings {
-            tracing::warn!(source = %s.name, "{w}");
-        }
-        match &s.error {
-            Some(e) => tracing::error!(source = %s.name, windows = s.windows, "{e}"),
-            None => {
-                tracing::info!(source = %s.name, windows = s.windows, frames = s.frames, "done")
-            }
+        // Failures were logged as they happened.
+        if s.error.is_none() {
+            tracing::info!(source = %s.name, windows = s.windows, frames = s.frames, dropped = s.frames_dropped, reconnects = s.reconnects, state = %s.state, "source");
         }
     }
     let failed = report.sources.iter().filter(|s| s.error.is_some()).count();
@@ -361,6 +369,10 @@ fn run(config_path: &Path, new_model_generation: bool) -> Result<ExitCode> {
         report.model_id,
         report.labels,
     );
+    if report.stopped_by_signal {
+        // Asked to stop: a clean drain is success even if nothing was tagged yet.
+        return Ok(ExitCode::SUCCESS);
+    }
     if !report.anything_processed() {
         return Err(RunError::NothingProcessed.into());
     }
@@ -406,6 +418,26 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
     };
     let mut out = std::io::stdout().lock();
     write_rows(&mut out, &rows, format)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn format_of(json: bool, csv: bool) -> Format {
+    if json {
+        Format::Json
+    } else if csv {
+        Format::Csv
+    } else {
+        Format::Table
+    }
+}
+
+fn status(db: DbArgs, format: Format) -> Result<ExitCode> {
+    let (path, _) = database_path(&db)?;
+    let store = Store::open_existing(&path)?;
+    let states = store.source_states()?;
+    let mut out = std::io::stdout().lock();
+    write_source_states(&mut out, &states, format, daemon::now_unix())?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,34 +1,56 @@
-//! Daemon: wire the stages together and keep them running.
+//! Daemon: wire the stages together and keep them running for months.
+//!
+//! ```text
+//!  source threads (one per camera/file, supervise.rs)
+//!     │  WindowJob, bounded queue: files wait, live sources drop and count
+//!     ▼
+//!  inference thread (tagger.rs): batches windows across sources, one CLIP call
+//!     │  NewSegment
+//!     ▼
+//!  store writer thread: batched transactions, retention
+//!
+//!  daemon loop (this file): signals, sd_notify status and watchdog, source states → SQLite
+//! ```
 //!
 //! Rules:
-//! - One thread per source pulls frames (never a GStreamer streaming thread doing our work),
-//!   windows them, picks keyframes and preprocesses them.
-//! - Inference runs on one thread behind a bounded channel, so a slow CLIP stage slows the
-//!   sources down instead of queueing frames without bound.
-//! - All writes go through the store's single writer thread.
-//! - A source that fails is reported and skipped; the others carry on. A run fails only
-//!   when nothing at all could be processed.
+//! - Nothing heavy runs on a GStreamer streaming thread, and the daemon loop never waits on
+//!   a stage, so it can always answer a signal and judge the watchdog.
+//! - A source that fails is reported and retried (live) or given up (files); the others
+//!   carry on. A run fails only when nothing at all could be processed.
+//! - SIGTERM/SIGINT: sources stop taking frames, windows already cut are tagged and written,
+//!   and the run returns within `daemon.shutdown_timeout`. SIGHUP reloads the labels file
+//!   and prompt templates; a broken file is rejected and the previous labels stay.
+//! - WATCHDOG=1 goes out only while the inference thread, every running source and the
+//!   writer are making progress.
+
+pub mod notify;
+pub mod supervise;
+pub mod tagger;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver};
 
-use crate::classify::{
-    expand_labels, load_labels, super_image, Aggregation, Aggregator, LabelError, LabelSet,
-};
-use crate::clip::{preprocess, ClipError, ClipModel, ImageEmbedder, PreprocessConfig};
-use crate::config::{mask_uri, Config, KeyframeConfig, Selection, SourceConfig};
+use crate::classify::{expand_labels, load_labels, LabelError, LabelSet};
+use crate::clip::{ClipError, ClipModel, MAX_BATCH};
+use crate::config::Config;
 use crate::ingest::{FrameSource, GstSource, IngestError, Sampling};
-use crate::keyframes::{
-    scene_unchanged, AllFrames, ClusterSelector, KeyframeSelector, Window, Windower,
-};
 use crate::store::{
-    LabelRecord, ModelRecord, NewMatch, NewSegment, Store, StoreError, StoreWriter,
+    LabelRecord, ModelRecord, Retention, SourceStateRecord, Store, StoreError, StoreWriter,
+    WriterOptions,
 };
+
+pub use notify::Notifier;
+pub use supervise::{
+    Backoff, Clock, GstOpener, SourceOpener, SourceRunner, SourceState, SourceStatus, StageBeat,
+    StatusBoard, SystemClock,
+};
+pub use tagger::{job_from_window, selector_for, Tagger, WindowJob};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -48,6 +70,10 @@ pub enum RunError {
     },
     #[error("no source could be processed")]
     NothingProcessed,
+    #[error("config file {config}: no [[source]] is configured; add a camera or a file to tag")]
+    NoSources { config: String },
+    #[error("the inference thread panicked")]
+    WorkerPanicked,
 }
 
 impl RunError {
@@ -57,7 +83,10 @@ impl RunError {
             RunError::Labels(e) => e.disposition(),
             RunError::Store(e) => e.disposition(),
             RunError::Ingest(e) => e.disposition(),
-            RunError::ModelChanged { .. } | RunError::NothingProcessed => crate::Disposition::Stop,
+            RunError::ModelChanged { .. }
+            | RunError::NothingProcessed
+            | RunError::NoSources { .. } => crate::Disposition::Stop,
+            RunError::WorkerPanicked => crate::Disposition::Retry,
         }
     }
 }
@@ -73,11 +102,14 @@ pub struct RunOptions {
 #[derive(Debug, Clone, Default)]
 pub struct SourceReport {
     pub name: String,
+    /// Windows written to the database.
     pub windows: u64,
     pub frames: u64,
-    pub media_seconds: f64,
+    pub frames_dropped: u64,
+    pub reconnects: u64,
+    /// The source's last state ("finished", "failed", "stopped", ...).
+    pub state: String,
     pub error: Option<String>,
-    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -86,6 +118,12 @@ pub struct RunReport {
     pub labels: usize,
     pub prompts_encoded: usize,
     pub sources: Vec<SourceReport>,
+    /// Ended by SIGTERM/SIGINT rather than by every source ending.
+    pub stopped_by_signal: bool,
+    /// Windows still queued when the shutdown deadline passed.
+    pub abandoned_windows: u64,
+    /// Windows CLIP failed on (logged; the source carried on).
+    pub failed_windows: u64,
 }
 
 impl RunReport {
@@ -163,243 +201,6 @@ pub fn prepare_labels(
     Ok((set, missing.len()))
 }
 
-/// A window ready for CLIP: keyframes already preprocessed (one tensor per keyframe, or a
-/// single super image in grid mode).
-#[derive(Debug, Clone)]
-pub struct WindowJob {
-    pub source: String,
-    pub source_uri: String,
-    pub window_start: f64,
-    pub window_end: f64,
-    pub sampled: usize,
-    pub keyframes_ms: Vec<i64>,
-    /// Cheap features of the keyframes, for the unchanged-scene check.
-    pub features: Vec<Vec<f32>>,
-    pub pixels: Vec<Vec<f32>>,
-}
-
-/// Preprocess a window's keyframes for the configured aggregation.
-pub fn job_from_window(
-    source: &str,
-    source_uri: &str,
-    window: Window,
-    recipe: &PreprocessConfig,
-    aggregation: Aggregation,
-) -> WindowJob {
-    let pixels = match aggregation {
-        Aggregation::Grid => {
-            let images: Vec<_> = window.keyframes.iter().map(|f| &f.image).collect();
-            vec![preprocess(&super_image(&images, recipe.crop.0), recipe)]
-        }
-        Aggregation::Mean | Aggregation::Max => window
-            .keyframes
-            .iter()
-            .map(|f| preprocess(&f.image, recipe))
-            .collect(),
-    };
-    WindowJob {
-        source: source.to_string(),
-        source_uri: mask_uri(source_uri),
-        window_start: window.start,
-        window_end: window.end,
-        sampled: window.sampled,
-        keyframes_ms: window
-            .keyframes
-            .iter()
-            .map(|f| (f.pts * 1000.0).round() as i64)
-            .collect(),
-        features: window.features,
-        pixels,
-    }
-}
-
-/// The keyframe selector the config asks for.
-pub fn selector_for(config: &KeyframeConfig) -> Box<dyn KeyframeSelector> {
-    match config.select {
-        Selection::All => Box::new(AllFrames),
-        Selection::Cluster => Box::new(ClusterSelector {
-            duplicate_distance: config.scene_threshold,
-            ..ClusterSelector::new(config.k)
-        }),
-    }
-}
-
-/// Pull one source to its end, sending windows to inference.
-#[allow(clippy::too_many_arguments)]
-fn ingest_source(
-    source: &SourceConfig,
-    sampling: Sampling,
-    window: std::time::Duration,
-    keyframes: &KeyframeConfig,
-    recipe: &PreprocessConfig,
-    jobs: &Sender<WindowJob>,
-    progress: &dyn Progress,
-    cancel: &AtomicBool,
-) -> SourceReport {
-    let mut report = SourceReport {
-        name: source.name.clone(),
-        ..Default::default()
-    };
-    let mut frames = match GstSource::open(&source.name, &source.uri, sampling) {
-        Ok(s) => s,
-        Err(e) => {
-            report.error = Some(e.to_string());
-            return report;
-        }
-    };
-    progress.source_started(&source.name, frames.duration());
-    let mut windower = Windower::new(window, selector_for(keyframes));
-    let send = |w: Window, report: &mut SourceReport| -> bool {
-        report.windows += 1;
-        report.media_seconds = w.end;
-        jobs.send(job_from_window(
-            &source.name,
-            &source.uri,
-            w,
-            recipe,
-            keyframes.aggregate,
-        ))
-        .is_ok()
-    };
-    loop {
-        if cancel.load(Ordering::SeqCst) {
-            report.error = Some("cancelled".into());
-            break;
-        }
-        match frames.next_frame() {
-            Ok(Some(frame)) => {
-                report.frames += 1;
-                if let Some(w) = windower.push(frame) {
-                    if !send(w, &mut report) {
-                        break;
-                    }
-                }
-            }
-            Ok(None) => {
-                if let Some(w) = windower.finish(frames.duration()) {
-                    send(w, &mut report);
-                }
-                if report.frames == 0 {
-                    report.error = Some(format!(
-                        "source {:?}: the stream ended without a single video frame",
-                        source.name
-                    ));
-                }
-                break;
-            }
-            Err(e) => {
-                // Windows already complete are kept; the partial one is dropped with the error.
-                report.error = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    report.warnings = frames.warnings();
-    report
-}
-
-/// The last window of a source whose embedding was computed, for the unchanged-scene skip.
-struct Reference {
-    features: Vec<Vec<f32>>,
-    frame_embeddings: Vec<Vec<f32>>,
-    embedding: Vec<f32>,
-}
-
-/// CLIP + classification for one window; the result is what the store keeps.
-pub struct Tagger<E: ImageEmbedder> {
-    pub embedder: E,
-    pub model_id: String,
-    pub labels: LabelSet,
-    pub keyframes: KeyframeConfig,
-    pub top_k: usize,
-    pub min_probability: f32,
-    previous: HashMap<String, Reference>,
-}
-
-impl<E: ImageEmbedder> Tagger<E> {
-    pub fn new(
-        embedder: E,
-        model_id: String,
-        labels: LabelSet,
-        keyframes: KeyframeConfig,
-        classify: &crate::config::ClassifyConfig,
-    ) -> Self {
-        Tagger {
-            embedder,
-            model_id,
-            labels,
-            keyframes,
-            top_k: classify.top_k,
-            min_probability: classify.min_probability,
-            previous: HashMap::new(),
-        }
-    }
-
-    pub fn tag(&mut self, job: WindowJob) -> Result<NewSegment, ClipError> {
-        let unchanged = self.keyframes.skip_unchanged
-            && self.previous.get(&job.source).is_some_and(|r| {
-                scene_unchanged(&r.features, &job.features, self.keyframes.scene_threshold)
-            });
-        let clip_calls;
-        if unchanged {
-            // The reference stays the window that was embedded, so slow drift still
-            // triggers a fresh embedding once it adds up past the threshold.
-            clip_calls = 0;
-        } else {
-            let frame_embeddings = self.embedder.embed_pixels(&job.pixels)?;
-            clip_calls = frame_embeddings.len() as u32;
-            let embedding = self
-                .keyframes
-                .aggregate
-                .aggregate(&frame_embeddings)
-                .unwrap_or_default();
-            self.previous.insert(
-                job.source.clone(),
-                Reference {
-                    features: job.features.clone(),
-                    frame_embeddings,
-                    embedding,
-                },
-            );
-        }
-        let reference = self
-            .previous
-            .get(&job.source)
-            .ok_or_else(|| ClipError::Inference {
-                path: job.source.clone().into(),
-                reason: "no embedding for the window".into(),
-            })?;
-        let scores = match self.keyframes.aggregate {
-            Aggregation::Max => self.labels.score_max(&reference.frame_embeddings),
-            Aggregation::Mean | Aggregation::Grid => self.labels.score(&reference.embedding),
-        };
-        let matches = scores
-            .into_iter()
-            .take(self.top_k)
-            .filter(|s| s.probability >= self.min_probability)
-            .map(|s| NewMatch {
-                label: s.label,
-                rank: s.rank,
-                cosine: s.cosine,
-                probability: s.probability,
-            })
-            .collect();
-        Ok(NewSegment {
-            source: job.source,
-            source_uri: job.source_uri,
-            model_id: self.model_id.clone(),
-            start_ms: (job.window_start * 1000.0).round() as i64,
-            end_ms: (job.window_end * 1000.0).round() as i64,
-            wall_time: now_unix(),
-            frame_count: job.sampled as u32,
-            keyframes_ms: job.keyframes_ms,
-            clip_calls,
-            embedding: reference.embedding.clone(),
-            matches,
-        })
-    }
-}
-
 /// Refuse to mix two models' embeddings in one database unless asked to.
 fn check_model_generation(
     store: &Store,
@@ -423,12 +224,195 @@ fn check_model_generation(
     Ok(())
 }
 
-/// Tag every configured source to its end (files), then return what happened.
-pub fn run_sources(
-    config: &Config,
-    options: &RunOptions,
-    progress: Arc<dyn Progress>,
-) -> Result<RunReport, RunError> {
+/// What the daemon loop is told from outside: the binary maps signals onto these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// SIGTERM/SIGINT: drain and return.
+    Shutdown,
+    /// SIGHUP: reload the labels file and prompt templates.
+    Reload,
+}
+
+/// Turn SIGTERM/SIGINT/SIGHUP into [`ControlEvent`]s. A second SIGTERM or SIGINT while the
+/// first is draining exits the process at once with status 130: the operator insists.
+pub fn listen_for_signals() -> std::io::Result<Receiver<ControlEvent>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let insisted = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        // Order matters: the conditional exit must see the flag set by an earlier signal,
+        // so it is registered before the handler that sets it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, insisted.clone())?;
+        signal_hook::flag::register(signal, insisted.clone())?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let (tx, rx) = bounded(16);
+    std::thread::Builder::new()
+        .name("cliptag-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let event = if signal == SIGHUP {
+                    ControlEvent::Reload
+                } else {
+                    ControlEvent::Shutdown
+                };
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// The outside world the daemon talks to; tests substitute their own pieces.
+pub struct Environment {
+    pub progress: Arc<dyn Progress>,
+    pub events: Receiver<ControlEvent>,
+    pub notifier: Notifier,
+    pub clock: Arc<dyn Clock>,
+    pub opener: Option<Arc<dyn SourceOpener>>,
+}
+
+impl Environment {
+    /// Real signals, systemd from the environment, the system clock, GStreamer sources.
+    pub fn system(progress: Arc<dyn Progress>) -> std::io::Result<Environment> {
+        Ok(Environment {
+            progress,
+            events: listen_for_signals()?,
+            notifier: Notifier::from_env(),
+            clock: Arc::new(SystemClock),
+            opener: None,
+        })
+    }
+}
+
+/// What the inference thread reports when it ends.
+#[derive(Debug, Default)]
+struct InferenceOutcome {
+    written: HashMap<String, u64>,
+    failed_windows: u64,
+    abandoned: u64,
+    fatal: Option<RunError>,
+}
+
+enum WorkerControl {
+    Reload { templates: Vec<String> },
+}
+
+/// The inference thread: windows in, segments to the writer; label reloads on request.
+struct InferenceWorker {
+    tagger: Tagger<ClipModel>,
+    store: Store,
+    writer: Arc<StoreWriter>,
+    labels_path: std::path::PathBuf,
+    beat: Arc<StageBeat>,
+    abort: Arc<AtomicBool>,
+}
+
+impl InferenceWorker {
+    fn run(
+        mut self,
+        jobs: Receiver<WindowJob>,
+        control: Receiver<WorkerControl>,
+    ) -> InferenceOutcome {
+        let mut outcome = InferenceOutcome::default();
+        let mut control = Some(control);
+        let never = crossbeam_channel::never();
+        loop {
+            self.beat.beat();
+            if self.abort.load(Ordering::SeqCst) {
+                outcome.abandoned += jobs.try_iter().count() as u64;
+                break;
+            }
+            let control_rx = control.as_ref().unwrap_or(&never);
+            select! {
+                recv(control_rx) -> msg => match msg {
+                    Ok(WorkerControl::Reload { templates }) => self.reload(&templates),
+                    Err(_) => control = None,
+                },
+                recv(jobs) -> job => match job {
+                    Ok(first) => {
+                        let mut batch = vec![first];
+                        let mut images: usize = batch[0].pixels.len();
+                        while images < MAX_BATCH {
+                            match jobs.try_recv() {
+                                Ok(job) => {
+                                    images += job.pixels.len();
+                                    batch.push(job);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if let Err(e) = self.tag_and_write(batch, &mut outcome) {
+                            outcome.fatal = Some(e);
+                            self.abort.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    // Every source is done and the daemon dropped its sender.
+                    Err(_) => break,
+                },
+                default(Duration::from_millis(200)) => {}
+            }
+        }
+        outcome
+    }
+
+    fn tag_and_write(
+        &mut self,
+        batch: Vec<WindowJob>,
+        outcome: &mut InferenceOutcome,
+    ) -> Result<(), RunError> {
+        let count = batch.len() as u64;
+        let segments = match self.tagger.tag_batch(batch) {
+            Ok(s) => s,
+            Err(e) if e.disposition() != crate::Disposition::Stop => {
+                tracing::error!("{count} window(s) not tagged: {e}");
+                outcome.failed_windows += count;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for segment in segments {
+            let source = segment.source.clone();
+            self.writer.write_segment(segment)?;
+            *outcome.written.entry(source).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn reload(&mut self, templates: &[String]) {
+        let started = Instant::now();
+        match prepare_labels(
+            &self.tagger.embedder,
+            &self.store,
+            &self.writer,
+            &self.labels_path,
+            templates,
+        ) {
+            Ok((labels, encoded)) => {
+                tracing::info!(
+                    labels = labels.labels.len(),
+                    prompts_encoded = encoded,
+                    ms = started.elapsed().as_millis() as u64,
+                    "labels reloaded from {}",
+                    self.labels_path.display()
+                );
+                self.tagger.labels = labels;
+            }
+            Err(e) => tracing::error!(
+                "labels not reloaded, the previous {} labels stay in force: {e}",
+                self.tagger.labels.labels.len()
+            ),
+        }
+    }
+}
+
+/// Run the configured sources until they end (files) or until told to stop.
+pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<RunReport, RunError> {
+    if config.sources.is_empty() {
+        return Err(RunError::NoSources {
+            config: config.path.display().to_string(),
+        });
+    }
     crate::ingest::init()?;
     let model = ClipModel::load_with(
         &config.model.dir,
@@ -439,7 +423,22 @@ pub fn run_sources(
     tracing::info!(model = %model.id, dim = model.embedding_dim, load_ms = model.load_time.as_millis() as u64, "model loaded");
     let store = Store::open(&config.database)?;
     check_model_generation(&store, &model.id, options)?;
-    let writer = StoreWriter::spawn(&config.database)?;
+    let writer = Arc::new(StoreWriter::spawn_with(
+        &config.database,
+        WriterOptions {
+            retention: Retention {
+                max_age: config.retention.max_age,
+                max_db_bytes: config.retention.max_db_bytes,
+            },
+            ..WriterOptions::default()
+        },
+    )?);
+    if config.retention.max_age.is_some() || config.retention.max_db_bytes.is_some() {
+        let r = writer.enforce_retention(env.clock.now())?;
+        if r.segments_deleted > 0 {
+            tracing::info!(segments = r.segments_deleted, "retention at start-up");
+        }
+    }
     writer.register_model(ModelRecord {
         id: model.id.clone(),
         path: model.dir.display().to_string(),
@@ -460,93 +459,265 @@ pub fn run_sources(
 
     let model_id = model.id.clone();
     let recipe = model.preprocess.clone();
-    let mut tagger = Tagger::new(
+    let label_count = labels.labels.len();
+    let tagger = Tagger::new(
         model,
-        model_id,
+        model_id.clone(),
         labels,
         config.keyframes.clone(),
         &config.classify,
     );
-    let mut report = RunReport {
-        model_id: tagger.model_id.clone(),
-        labels: tagger.labels.labels.len(),
-        prompts_encoded,
-        sources: Vec::new(),
-    };
 
-    let (tx, rx): (Sender<WindowJob>, Receiver<WindowJob>) = bounded(4);
-    let cancel = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for source in config.sources.clone() {
-        let tx = tx.clone();
-        let recipe = recipe.clone();
-        let progress = progress.clone();
-        let cancel = cancel.clone();
-        let (sampling, window, keyframes) =
-            (config.sampling, config.window, config.keyframes.clone());
+    let (jobs_tx, jobs_rx) = bounded::<WindowJob>(config.daemon.queue);
+    let (control_tx, control_rx) = bounded::<WorkerControl>(4);
+    let inference_beat = Arc::new(StageBeat::default());
+    let abort = Arc::new(AtomicBool::new(false));
+    let worker = InferenceWorker {
+        tagger,
+        store,
+        writer: writer.clone(),
+        labels_path: config.labels_path.clone(),
+        beat: inference_beat.clone(),
+        abort: abort.clone(),
+    };
+    let worker_handle = std::thread::Builder::new()
+        .name("cliptag-inference".into())
+        .spawn(move || worker.run(jobs_rx, control_rx))
+        .map_err(|e| IngestError::Init(format!("cannot start the inference thread: {e}")))?;
+
+    let board = StatusBoard::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opener: Arc<dyn SourceOpener> = env.opener.clone().unwrap_or_else(|| {
+        Arc::new(GstOpener {
+            sampling: config.sampling,
+            stall_timeout: config.daemon.stall_timeout,
+        })
+    });
+    let mut sources: Vec<(String, JoinHandle<()>)> = Vec::new();
+    for source in &config.sources {
+        board.register(source);
+        let runner = SourceRunner {
+            source: source.clone(),
+            window: config.window,
+            keyframes: config.keyframes.clone(),
+            recipe: recipe.clone(),
+            daemon: config.daemon.clone(),
+            opener: opener.clone(),
+            clock: env.clock.clone(),
+            board: board.clone(),
+            jobs: jobs_tx.clone(),
+            stop: stop.clone(),
+            progress: env.progress.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name(format!("source-{}", source.name))
-            .spawn(move || {
-                let r = ingest_source(
-                    &source,
-                    sampling,
-                    window,
-                    &keyframes,
-                    &recipe,
-                    &tx,
-                    progress.as_ref(),
-                    &cancel,
-                );
-                progress.source_finished(&r);
-                r
-            })
-            .map_err(|e| {
-                RunError::Ingest(IngestError::Init(format!(
-                    "cannot start a source thread: {e}"
-                )))
-            })?;
-        handles.push(handle);
+            .spawn(move || runner.run())
+            .map_err(|e| IngestError::Init(format!("cannot start a source thread: {e}")))?;
+        sources.push((source.name.clone(), handle));
     }
-    drop(tx);
+    // Only the source threads hold senders now: when they are all done, inference drains
+    // the queue and ends.
+    drop(jobs_tx);
 
-    let mut fatal: Option<RunError> = None;
-    let mut written: HashMap<String, u64> = HashMap::new();
-    for job in rx.iter() {
-        let source = job.source.clone();
-        let end = job.window_end;
-        match tagger.tag(job) {
-            Ok(segment) => {
-                if let Err(e) = writer.write_segment(segment) {
-                    fatal = Some(e.into());
-                    break;
-                }
-                *written.entry(source.clone()).or_default() += 1;
-                progress.window_done(&source, end);
+    let notifier = &env.notifier;
+    notifier.ready(&format!(
+        "{} sources, {} labels",
+        config.sources.len(),
+        label_count
+    ));
+    tracing::info!(sources = config.sources.len(), "daemon ready");
+
+    let tick = notifier
+        .watchdog()
+        .map(|w| (w / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(1));
+    // A stage is stuck when it has shown no sign of life for half the watchdog period
+    // (systemd's own advice is to ping at half the period), but never less than a second.
+    let stale_after = notifier
+        .watchdog()
+        .map(|w| (w / 2).max(Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(30));
+    let mut last_status = String::new();
+    let mut stopped_by_signal = false;
+    let mut finished_reported: Vec<String> = Vec::new();
+    loop {
+        let event = match env.events.recv_timeout(tick) {
+            Ok(e) => Some(e),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            // Nobody can send events any more (tests that drop the sender): keep running.
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(tick);
+                None
             }
-            Err(e) => {
-                fatal = Some(e.into());
+        };
+        match event {
+            Some(ControlEvent::Shutdown) => {
+                stopped_by_signal = true;
+                tracing::info!("shutting down: draining windows in flight");
                 break;
             }
+            Some(ControlEvent::Reload) => {
+                let templates = match Config::load(&config.path) {
+                    Ok(c) => c.classify.prompt_templates,
+                    Err(e) => {
+                        tracing::error!(
+                            "config not re-read, the previous prompt templates stay: {e}"
+                        );
+                        config.classify.prompt_templates.clone()
+                    }
+                };
+                tracing::info!("reloading labels from {}", config.labels_path.display());
+                if control_tx
+                    .try_send(WorkerControl::Reload { templates })
+                    .is_err()
+                {
+                    tracing::warn!("a label reload is already pending");
+                }
+            }
+            None => {}
+        }
+        publish_states(&board, &writer);
+        for (name, handle) in &sources {
+            if handle.is_finished() && !finished_reported.contains(name) {
+                finished_reported.push(name.clone());
+                if let Some(status) = board.get(name) {
+                    env.progress.source_finished(&report_of(&status));
+                }
+            }
+        }
+        let status = board.summary().replace('\n', " ");
+        if status != last_status {
+            notifier.status(&status);
+            last_status = status;
+        }
+        if notifier.watchdog().is_some() {
+            let sources_alive = board.snapshot().iter().all(|s| {
+                matches!(
+                    s.state,
+                    SourceState::Failed | SourceState::Finished | SourceState::Stopped
+                ) || Duration::from_millis(supervise::monotonic_ms().saturating_sub(s.heartbeat_ms))
+                    < stale_after
+            });
+            let inference_alive = inference_beat.age() < stale_after || worker_handle.is_finished();
+            // A round trip through the writer proves it still commits.
+            let writer_alive = writer.flush().is_ok();
+            if sources_alive && inference_alive && writer_alive {
+                notifier.watchdog_ping();
+            } else {
+                tracing::warn!(
+                    sources_alive,
+                    inference_alive,
+                    writer_alive,
+                    "a stage is stuck: withholding the watchdog ping"
+                );
+            }
+        }
+        if worker_handle.is_finished() || sources.iter().all(|(_, h)| h.is_finished()) {
+            break;
         }
     }
-    if fatal.is_some() {
-        cancel.store(true, Ordering::SeqCst);
-        // Unblock senders waiting on the full channel so their threads can exit.
-        for _ in rx.try_iter() {}
+
+    // Drain: sources stop taking frames; inference finishes what is queued.
+    notifier.stopping();
+    stop.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + config.daemon.shutdown_timeout;
+    while Instant::now() < deadline
+        && !(worker_handle.is_finished() && sources.iter().all(|(_, h)| h.is_finished()))
+    {
+        std::thread::sleep(Duration::from_millis(20));
     }
-    drop(rx);
-    for h in handles {
-        if let Ok(mut r) = h.join() {
-            // A window cut short by a fatal error downstream was not written.
-            r.windows = written.get(&r.name).copied().unwrap_or(0);
-            report.sources.push(r);
+    let drained = worker_handle.is_finished();
+    if !drained {
+        abort.store(true, Ordering::SeqCst);
+        tracing::error!(
+            timeout_s = config.daemon.shutdown_timeout.as_secs_f64(),
+            "shutdown deadline passed: windows still queued are abandoned"
+        );
+        // The worker checks the flag between batches; give the current one a moment.
+        let grace = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < grace && !worker_handle.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
-    writer.close()?;
-    if let Some(e) = fatal {
+    let outcome = if worker_handle.is_finished() {
+        worker_handle.join().unwrap_or_else(|_| InferenceOutcome {
+            fatal: Some(RunError::WorkerPanicked),
+            ..Default::default()
+        })
+    } else {
+        InferenceOutcome::default()
+    };
+    for (_, handle) in sources {
+        if handle.is_finished() {
+            let _ = handle.join();
+        }
+    }
+    publish_states(&board, &writer);
+    drop(control_tx);
+    match Arc::try_unwrap(writer) {
+        Ok(w) => {
+            w.close()?;
+        }
+        Err(w) => w.flush()?,
+    }
+    if outcome.abandoned > 0 {
+        tracing::warn!(windows = outcome.abandoned, "windows abandoned at shutdown");
+    }
+    if let Some(e) = outcome.fatal {
         return Err(e);
     }
+
+    let mut report = RunReport {
+        model_id,
+        labels: label_count,
+        prompts_encoded,
+        sources: Vec::new(),
+        stopped_by_signal,
+        abandoned_windows: outcome.abandoned,
+        failed_windows: outcome.failed_windows,
+    };
+    for status in board.snapshot() {
+        let mut r = report_of(&status);
+        r.windows = outcome.written.get(&status.name).copied().unwrap_or(0);
+        report.sources.push(r);
+    }
     Ok(report)
+}
+
+fn report_of(status: &SourceStatus) -> SourceReport {
+    SourceReport {
+        name: status.name.clone(),
+        windows: status.windows,
+        frames: status.frames,
+        frames_dropped: status.frames_dropped,
+        reconnects: status.reconnects,
+        state: status.state.label().to_string(),
+        error: match status.state {
+            SourceState::Failed => status.reason.clone(),
+            _ => None,
+        },
+    }
+}
+
+/// Copy every source's state to SQLite, so `cliptag status` can show it.
+fn publish_states(board: &StatusBoard, writer: &StoreWriter) {
+    let now = now_unix();
+    for s in board.snapshot() {
+        let record = SourceStateRecord {
+            name: s.name.clone(),
+            uri: s.uri.clone(),
+            state: s.state.label().to_string(),
+            reason: s.reason.clone(),
+            last_frame_time: s.last_frame_time,
+            frames: s.frames,
+            frames_dropped: s.frames_dropped,
+            reconnects: s.reconnects,
+            updated_at: now,
+        };
+        if let Err(e) = writer.put_source_state(record) {
+            tracing::warn!(source = %s.name, "cannot record the source state: {e}");
+        }
+    }
 }
 
 /// One sampled frame's embedding, for `cliptag embed`.
