@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
 cargo fmt --check
+# The service unit: `systemd-analyze verify` clean and exposure score ≤ 2.5.
+bash scripts/check-systemd.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
