@@ -164,6 +164,11 @@ pub trait FrameSource {
     fn dropped(&self) -> u64 {
         0
     }
+    /// A [`crate::monotonic_ms`] stamp the source refreshes while it waits for frames, for
+    /// watchdogs that must tell a slow stream from a stuck thread.
+    fn activity(&self) -> Option<Arc<AtomicU64>> {
+        None
+    }
 }
 
 /// Turn what a user wrote (path or URI) into a URI GStreamer understands.
@@ -229,7 +234,11 @@ pub struct GstSource {
     frames_out: u64,
     finished: bool,
     warnings: Vec<String>,
-    last_progress: std::time::Instant,
+    /// Last decoded buffer, sampled or not ([`crate::monotonic_ms`]), written by the pad
+    /// probe: a stream sampled once a minute is not stalled between samples.
+    decoded_at: Arc<AtomicU64>,
+    /// Refreshed by our reader loop; see [`FrameSource::activity`].
+    alive_at: Arc<AtomicU64>,
     stall_timeout: std::time::Duration,
 }
 
@@ -284,7 +293,7 @@ impl GstSource {
             .build();
         let appsink = gst_app::AppSink::builder()
             .caps(&caps)
-            .sync(options.realtime)
+            .sync(false)
             .max_buffers(1)
             .drop(false)
             .build();
@@ -335,8 +344,25 @@ impl GstSource {
             .map_err(|e| open_err(e.to_string()))?;
         gst::Element::link_many([&convert, &scale, appsink.upcast_ref()])
             .map_err(|e| open_err(e.to_string()))?;
+        // Where decoded video enters our part of the pipeline. A realtime file is paced by
+        // an identity that syncs on the clock *before* sampling, so every decoded frame
+        // flows at playback rate as from a camera; pacing at appsink instead would hold the
+        // decoder still until each sampled frame's time came.
+        let entry = if options.realtime {
+            let pace = gst::ElementFactory::make("identity")
+                .property("sync", true)
+                .build()
+                .map_err(|_| open_err("GStreamer element \"identity\" is missing".into()))?;
+            pipeline.add(&pace).map_err(|e| open_err(e.to_string()))?;
+            pace.link(&convert).map_err(|e| open_err(e.to_string()))?;
+            pace
+        } else {
+            convert.clone()
+        };
 
         let sampler = Mutex::new(Sampler::new(sampling));
+        let decoded_at = Arc::new(AtomicU64::new(crate::monotonic_ms()));
+        let decoded_stamp = decoded_at.clone();
         let convert_sink = convert
             .static_pad("sink")
             .ok_or_else(|| open_err("videoconvert has no sink pad".into()))?;
@@ -344,6 +370,7 @@ impl GstSource {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
+            decoded_stamp.store(crate::monotonic_ms(), Ordering::Relaxed);
             let pts = stream_time_of(pad, buffer.pts());
             let take = sampler.lock().map(|mut s| s.take(pts)).unwrap_or(true);
             if take {
@@ -359,7 +386,7 @@ impl GstSource {
         let no_video = Arc::new(AtomicBool::new(false));
         let video_pads = Arc::new(AtomicU32::new(0));
         {
-            let convert = convert.downgrade();
+            let convert = entry.downgrade();
             let pipeline_weak = pipeline.downgrade();
             let video_pads = video_pads.clone();
             decode.connect_pad_added(move |_, pad| {
@@ -421,7 +448,8 @@ impl GstSource {
             last_pts: None,
             frames_out: 0,
             finished: false,
-            last_progress: std::time::Instant::now(),
+            decoded_at,
+            alive_at: Arc::new(AtomicU64::new(crate::monotonic_ms())),
             stall_timeout: options.stall_timeout,
             warnings: Vec::new(),
         };
@@ -585,7 +613,10 @@ impl FrameSource for GstSource {
                     uri: self.uri.clone(),
                 });
             }
-            if self.last_progress.elapsed() > self.stall_timeout {
+            let now = crate::monotonic_ms();
+            self.alive_at.store(now, Ordering::Relaxed);
+            let last_decoded = self.decoded_at.load(Ordering::Relaxed);
+            if now.saturating_sub(last_decoded) > self.stall_timeout.as_millis() as u64 {
                 let seconds = self.stall_timeout.as_secs_f64();
                 let message = if self.video_pads.load(Ordering::SeqCst) == 0 {
                     format!("no playable video stream found: decoding stalled for {seconds:.0} s without an error from GStreamer (the file is probably damaged)")
@@ -606,7 +637,8 @@ impl FrameSource for GstSource {
                 Err(_) => None,
             };
             if let Some(sample) = sample {
-                self.last_progress = std::time::Instant::now();
+                self.decoded_at
+                    .fetch_max(crate::monotonic_ms(), Ordering::Relaxed);
                 let frame = self.frame_from_sample(&sample)?;
                 self.last_pts = Some(frame.pts);
                 self.frames_out += 1;
@@ -636,6 +668,10 @@ impl FrameSource for GstSource {
 
     fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn activity(&self) -> Option<Arc<AtomicU64>> {
+        Some(self.alive_at.clone())
     }
 }
 

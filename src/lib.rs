@@ -30,3 +30,13 @@ pub enum Disposition {
     /// Nothing sensible can continue (model missing, database unwritable).
     Stop,
 }
+
+/// Milliseconds since the first call in this process: a monotonic stamp that threads can
+/// share through an atomic (heartbeats, stall detection).
+pub fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use cliptag::ingest::{Frame, FrameSource, GstSource, IngestError, Sampling};
+use cliptag::ingest::{Frame, FrameSource, GstSource, IngestError, OpenOptions, Sampling};
 use common::*;
 
 fn decode(
@@ -183,4 +183,24 @@ fn a_truncated_file_decodes_what_it_has_and_warns() {
         warnings.iter().any(|w| w.contains("truncated")),
         "{warnings:?}"
     );
+}
+
+#[test]
+fn a_stream_sampled_less_often_than_the_stall_timeout_is_not_stalled() {
+    // Played at its own rate, sampled every 4 s, with a 1 s stall timeout: the gaps between
+    // samples are decoded frames nobody looks at, not a stall.
+    let path = clips().join("three_scenes_10s.mp4");
+    let options = OpenOptions {
+        realtime: true,
+        live: true,
+        stall_timeout: std::time::Duration::from_secs(1),
+        ..OpenOptions::file(Sampling::Fps(0.25))
+    };
+    let mut src = GstSource::open_with("slow", path.to_str().unwrap(), options).unwrap();
+    let mut times = Vec::new();
+    while let Some(f) = src.next_frame().unwrap() {
+        times.push(f.pts);
+    }
+    assert_eq!(times, [0.0, 4.0, 8.0]);
+    assert_eq!(src.dropped(), 0);
 }

@@ -538,6 +538,7 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
         .map(|w| (w / 2).max(Duration::from_secs(1)))
         .unwrap_or(Duration::from_secs(30));
     let mut last_status = String::new();
+    let mut states = StatePublisher::new();
     let mut stopped_by_signal = false;
     let mut finished_reported: Vec<String> = Vec::new();
     loop {
@@ -576,7 +577,7 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
             }
             None => {}
         }
-        publish_states(&board, &writer);
+        states.publish(&board, &writer, false);
         for (name, handle) in &sources {
             if handle.is_finished() && !finished_reported.contains(name) {
                 finished_reported.push(name.clone());
@@ -595,8 +596,7 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
                 matches!(
                     s.state,
                     SourceState::Failed | SourceState::Finished | SourceState::Stopped
-                ) || Duration::from_millis(supervise::monotonic_ms().saturating_sub(s.heartbeat_ms))
-                    < stale_after
+                ) || s.silent_for() < stale_after
             });
             let inference_alive = inference_beat.age() < stale_after || worker_handle.is_finished();
             // A round trip through the writer proves it still commits.
@@ -652,7 +652,7 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
             let _ = handle.join();
         }
     }
-    publish_states(&board, &writer);
+    states.publish(&board, &writer, true);
     drop(control_tx);
     match Arc::try_unwrap(writer) {
         Ok(w) => {
@@ -699,24 +699,55 @@ fn report_of(status: &SourceStatus) -> SourceReport {
     }
 }
 
-/// Copy every source's state to SQLite, so `cliptag status` can show it.
-fn publish_states(board: &StatusBoard, writer: &StoreWriter) {
-    let now = now_unix();
-    for s in board.snapshot() {
-        let record = SourceStateRecord {
-            name: s.name.clone(),
-            uri: s.uri.clone(),
-            state: s.state.label().to_string(),
-            reason: s.reason.clone(),
-            last_frame_time: s.last_frame_time,
-            frames: s.frames,
-            frames_dropped: s.frames_dropped,
-            reconnects: s.reconnects,
-            updated_at: now,
-        };
-        if let Err(e) = writer.put_source_state(record) {
-            tracing::warn!(source = %s.name, "cannot record the source state: {e}");
+/// Copies source states to SQLite for `cliptag status`: a source whose state or reason
+/// changed at once, every source (fresh counters) every [`STATE_REFRESH`]. Counters move
+/// with every frame; writing them that often would only wear the SD card.
+struct StatePublisher {
+    published: HashMap<String, (String, Option<String>)>,
+    last_full: Option<Instant>,
+}
+
+const STATE_REFRESH: Duration = Duration::from_secs(5);
+
+impl StatePublisher {
+    fn new() -> StatePublisher {
+        StatePublisher {
+            published: HashMap::new(),
+            last_full: None,
         }
+    }
+
+    fn publish(&mut self, board: &StatusBoard, writer: &StoreWriter, force: bool) {
+        let full = force || self.last_full.is_none_or(|t| t.elapsed() >= STATE_REFRESH);
+        if full {
+            self.last_full = Some(Instant::now());
+        }
+        let now = now_unix();
+        for s in board.snapshot() {
+            let key = (s.state.label().to_string(), s.reason.clone());
+            if !full && self.published.get(&s.name) == Some(&key) {
+                continue;
+            }
+            self.published.insert(s.name.clone(), key);
+            publish_state(&s, writer, now);
+        }
+    }
+}
+
+fn publish_state(s: &SourceStatus, writer: &StoreWriter, now: f64) {
+    let record = SourceStateRecord {
+        name: s.name.clone(),
+        uri: s.uri.clone(),
+        state: s.state.label().to_string(),
+        reason: s.reason.clone(),
+        last_frame_time: s.last_frame_time,
+        frames: s.frames,
+        frames_dropped: s.frames_dropped,
+        reconnects: s.reconnects,
+        updated_at: now,
+    };
+    if let Err(e) = writer.put_source_state(record) {
+        tracing::warn!(source = %s.name, "cannot record the source state: {e}");
     }
 }
 

@@ -150,6 +150,22 @@ pub struct SourceStatus {
     pub reconnects: u64,
     /// Monotonic milliseconds of the source thread's last sign of life.
     pub heartbeat_ms: u64,
+    /// The open pipeline's own sign of life: its reader loop stamps it while waiting for a
+    /// frame, so a camera sampled once a minute is not mistaken for a stuck thread.
+    pub activity: Option<Arc<AtomicU64>>,
+}
+
+impl SourceStatus {
+    /// How long since the source thread last showed it is not stuck.
+    pub fn silent_for(&self) -> Duration {
+        let last = self
+            .activity
+            .as_ref()
+            .map(|a| a.load(Ordering::Relaxed))
+            .unwrap_or(0)
+            .max(self.heartbeat_ms);
+        Duration::from_millis(monotonic_ms().saturating_sub(last))
+    }
 }
 
 /// Every source's status, shared by the source threads, the daemon loop and tests.
@@ -177,6 +193,7 @@ impl StatusBoard {
                 windows_dropped: 0,
                 reconnects: 0,
                 heartbeat_ms: monotonic_ms(),
+                activity: None,
             });
             status.heartbeat_ms = monotonic_ms();
             f(status);
@@ -219,11 +236,7 @@ impl StatusBoard {
     }
 }
 
-/// Milliseconds since the first call: a monotonic stamp for heartbeats.
-pub fn monotonic_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
+pub use crate::monotonic_ms;
 
 /// Opens a source's pipeline; the real one is GStreamer, tests may script failures.
 pub trait SourceOpener: Send + Sync {
@@ -465,6 +478,7 @@ impl SourceRunner {
         for warning in frames.warnings() {
             tracing::warn!(source = %self.source.name, "{warning}");
         }
+        self.board.update(&self.source.name, |s| s.activity = None);
         if self.source.is_live() {
             *loop_offset = live_end;
         } else {
