@@ -77,10 +77,11 @@ impl Drop for Daemon {
 }
 
 fn send_signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
+    // bash's builtin kill: a minimal Debian has no /bin/kill (procps).
+    let status = std::process::Command::new("bash")
+        .args(["-c", &format!("kill -s {signal} {pid}")])
         .status()
-        .expect("kill runs");
+        .expect("bash runs");
     assert!(status.success(), "kill -s {signal} {pid} failed");
 }
 
