@@ -673,6 +673,18 @@ pub fn has_scheme(value: &str) -> bool {
     }
 }
 
+/// The password (or token) in `scheme://user:password@host/...`, if any.
+pub fn uri_password(uri: &str) -> Option<String> {
+    let (_, rest) = uri.split_once("://")?;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    Some(match userinfo.split_once(':') {
+        Some((_, password)) => password.to_string(),
+        None => userinfo.to_string(),
+    })
+    .filter(|p| !p.is_empty())
+}
+
 /// Replace the password of `scheme://user:password@host/...` by `***`, so credentials never
 /// reach logs or the database.
 pub fn mask_uri(uri: &str) -> String {
@@ -814,5 +826,10 @@ mod tests {
         assert_eq!(mask_uri("rtsp://token@cam/s"), "rtsp://***@cam/s");
         assert_eq!(mask_uri("rtsp://cam/s@x"), "rtsp://cam/s@x");
         assert_eq!(mask_uri("/path/with@sign.mp4"), "/path/with@sign.mp4");
+        assert_eq!(
+            uri_password("rtsp://admin:hunter2@10.0.0.5:554/s").as_deref(),
+            Some("hunter2")
+        );
+        assert_eq!(uri_password("rtsp://cam/s@x"), None);
     }
 }

@@ -124,9 +124,11 @@ pub enum IngestError {
         uri: String,
         reason: String,
     },
-    #[error("source {source_name:?}: {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("source {source_name:?} ({uri}): {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Stream {
         source_name: String,
+        /// Credentials masked.
+        uri: String,
         message: String,
         debug: Option<String>,
         live: bool,
@@ -227,6 +229,8 @@ pub struct GstSource {
     /// a full channel, so the pipeline can go to NULL.
     samples: Option<crossbeam_channel::Receiver<gst::Sample>>,
     dropped: Arc<AtomicU64>,
+    /// The location as written and its password, when it has one, to scrub from messages.
+    secret: Option<(String, String)>,
     bus: gst::Bus,
     no_video: Arc<AtomicBool>,
     video_pads: Arc<AtomicU32>,
@@ -442,6 +446,7 @@ impl GstSource {
             appsink,
             samples: Some(samples),
             dropped,
+            secret: crate::config::uri_password(location).map(|p| (location.to_string(), p)),
             bus,
             no_video,
             video_pads,
@@ -473,9 +478,25 @@ impl GstSource {
     fn stream_error(&self, message: String, debug: Option<String>) -> IngestError {
         IngestError::Stream {
             source_name: self.name.clone(),
+            uri: self.uri.clone(),
             message,
             debug,
             live: self.live,
+        }
+    }
+
+    /// GStreamer's messages may quote the location, credentials included.
+    fn scrub(&self, text: &str) -> String {
+        match &self.secret {
+            Some((raw, password)) => {
+                let text = text.replace(raw.as_str(), &self.uri);
+                if password.len() >= 3 {
+                    text.replace(password.as_str(), "***")
+                } else {
+                    text
+                }
+            }
+            None => text.to_string(),
         }
     }
 
@@ -502,11 +523,13 @@ impl GstSource {
                     let debug = debug
                         .and_then(|d| d.lines().last().map(str::trim).map(str::to_string))
                         .filter(|d| !d.is_empty() && !d.contains("/Gst") && !d.starts_with("../"));
-                    return Some(self.stream_error(message, debug));
+                    return Some(
+                        self.stream_error(self.scrub(&message), debug.map(|d| self.scrub(&d))),
+                    );
                 }
                 gst::MessageView::Warning(w) => {
                     self.warnings
-                        .push(format!("GStreamer warning: {}", w.error()));
+                        .push(self.scrub(&format!("GStreamer warning: {}", w.error())));
                 }
                 _ => {}
             }

@@ -419,7 +419,7 @@ fn broken_sources_are_named_and_backed_off_while_others_run() {
     let setup = Setup::new("dog\ncar\n");
     let config = setup.config(
         &[
-            format!("name = \"nobody\"\nuri = \"rtsp://127.0.0.1:{nobody}/none\""),
+            format!("name = \"nobody\"\nuri = \"rtsp://admin:hunter2@127.0.0.1:{nobody}/none\""),
             "name = \"nocam\"\nuri = \"v4l2:///dev/video99\"".to_string(),
             "name = \"typo\"\nuri = \"rtps://127.0.0.1/cam\"".to_string(),
             file_source("good", "three_scenes_10s.mp4", ""),
@@ -445,8 +445,14 @@ fn broken_sources_are_named_and_backed_off_while_others_run() {
             .unwrap_or_default()
     };
     assert!(reason("nobody").contains("nobody"), "{states:?}");
+    assert!(
+        reason("nobody").contains(&format!("rtsp://admin:***@127.0.0.1:{nobody}/none")),
+        "{states:?}"
+    );
     assert!(reason("nocam").contains("/dev/video99"), "{states:?}");
     assert!(reason("typo").contains("rtps"), "{states:?}");
+    assert!(!format!("{states:?}").contains("hunter2"), "{states:?}");
+    assert!(!daemon.log().contains("hunter2"), "{}", daemon.log());
 
     let status = cliptag()
         .args(["status", "--config", config.to_str().unwrap()])
@@ -502,4 +508,53 @@ fn sigkill_at_random_moments_never_loses_committed_segments() {
     assert_eq!(store.integrity_check().unwrap(), "ok");
     assert_eq!(store.segment_count().unwrap(), 60);
     eprintln!("{committed} segments committed across 20 kills");
+}
+
+/// A bare-bones HTTP/1.0 server on loopback that answers every GET with one file.
+fn serve_file_over_http(file: PathBuf) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::fs::read(file).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_http_stream_is_tagged_and_reconnected_at_its_end() {
+    let port = serve_file_over_http(clips().join("three_scenes_10s.mp4"));
+    let setup = Setup::new("dog\ncar\n");
+    let config = setup.config(
+        &[format!(
+            "name = \"web\"\nuri = \"http://127.0.0.1:{port}/three_scenes_10s.mp4\""
+        )],
+        "",
+    );
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until(Duration::from_secs(60), "two passes over HTTP", || {
+        setup.segments("web").len() >= 20 && setup.state("web").is_some_and(|s| s.reconnects >= 1)
+    });
+    // Stamped as a live stream: no pass overwrote another.
+    let segments = setup.segments("web");
+    let mut starts: Vec<i64> = segments.iter().map(|s| s.start_ms).collect();
+    starts.sort();
+    starts.dedup();
+    assert_eq!(starts.len(), segments.len());
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(10)).unwrap().success());
 }
