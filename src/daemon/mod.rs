@@ -539,6 +539,8 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
         .unwrap_or(Duration::from_secs(30));
     let mut last_status = String::new();
     let mut states = StatePublisher::new();
+    let mut last_writer_check = Instant::now();
+    let mut writer_failure: Option<StoreError> = None;
     let mut stopped_by_signal = false;
     let mut finished_reported: Vec<String> = Vec::new();
     loop {
@@ -591,6 +593,15 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
             notifier.status(&status);
             last_status = status;
         }
+        if notifier.watchdog().is_some() || last_writer_check.elapsed() >= STATE_REFRESH {
+            last_writer_check = Instant::now();
+            if let Err(e) = check_writer(&writer) {
+                // Tagging on without a database loses everything; a restart may recover.
+                tracing::error!("the database writer cannot go on, stopping: {e}");
+                writer_failure = Some(e);
+                break;
+            }
+        }
         if notifier.watchdog().is_some() {
             let sources_alive = board.snapshot().iter().all(|s| {
                 matches!(
@@ -599,15 +610,13 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
                 ) || s.silent_for() < stale_after
             });
             let inference_alive = inference_beat.age() < stale_after || worker_handle.is_finished();
-            // A round trip through the writer proves it still commits.
-            let writer_alive = writer.flush().is_ok();
-            if sources_alive && inference_alive && writer_alive {
+            // The writer just proved it still commits (check_writer above).
+            if sources_alive && inference_alive {
                 notifier.watchdog_ping();
             } else {
                 tracing::warn!(
                     sources_alive,
                     inference_alive,
-                    writer_alive,
                     "a stage is stuck: withholding the watchdog ping"
                 );
             }
@@ -665,6 +674,9 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
     }
     if let Some(e) = outcome.fatal {
         return Err(e);
+    }
+    if let Some(e) = writer_failure {
+        return Err(e.into());
     }
 
     let mut report = RunReport {
@@ -731,6 +743,20 @@ impl StatePublisher {
             self.published.insert(s.name.clone(), key);
             publish_state(&s, writer, now);
         }
+    }
+}
+
+/// Commit what is queued and report write errors now rather than at exit. An error comes
+/// back only when the writer cannot go on (its thread is gone, the disk is unwritable);
+/// a rejected record is logged and skipped.
+fn check_writer(writer: &StoreWriter) -> Result<(), StoreError> {
+    match writer.flush() {
+        Ok(()) => Ok(()),
+        Err(e) if e.disposition() == crate::Disposition::Skip => {
+            tracing::error!("a database write was rejected: {e}");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
