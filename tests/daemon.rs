@@ -558,3 +558,16 @@ fn an_http_stream_is_tagged_and_reconnected_at_its_end() {
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(10)).unwrap().success());
 }
+
+#[test]
+fn no_sources_is_a_config_error_systemd_does_not_retry() {
+    let setup = Setup::new("dog\n");
+    let config = setup.config(&[], "");
+    let out = cliptag()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no [[source]]"), "{err}");
+}
