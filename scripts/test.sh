@@ -11,7 +11,10 @@ bash scripts/check-systemd.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked --all-targets 2>&1 | tee "$log"
+# The daemon tests spawn examples/rtsp_test_server; `cargo test` alone builds examples only
+# as test harnesses.
+cargo build --locked --examples 2>&1 | tee "$log" &&
+    cargo test --locked --all-targets 2>&1 | tee -a "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')

@@ -319,17 +319,23 @@ fn sd_notify_sends_ready_watchdog_and_stopping_in_order() {
     );
 }
 
-/// The RTSP test server (examples/rtsp_test_server.rs), built by `cargo test`.
-fn rtsp_server(port: u16) -> Child {
+/// The RTSP test server (examples/rtsp_test_server.rs). `cargo test` builds examples only
+/// as test harnesses, so scripts/test.sh runs `cargo build --examples` first.
+fn rtsp_server_exe() -> PathBuf {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_cliptag"))
         .parent()
         .unwrap()
         .join("examples/rtsp_test_server");
     assert!(
         exe.is_file(),
-        "{} is missing: build it with `cargo build --examples`",
+        "{} is missing: build it with `cargo build --examples` (scripts/test.sh does)",
         exe.display()
     );
+    exe
+}
+
+fn rtsp_server(port: u16) -> Child {
+    let exe = rtsp_server_exe();
     let mut child = std::process::Command::new(exe)
         .args([
             "--port",
