@@ -11,6 +11,7 @@
 //! - The model id is a content hash of the two ONNX files, so a changed model is noticed.
 
 pub mod check;
+pub mod fold;
 mod layout;
 mod preprocess;
 mod tokenizer;
@@ -348,6 +349,16 @@ impl Encoder {
                 }
             })
             .and_then(|m| m.into_optimized())
+            .and_then(|mut m| {
+                // Integer matmuls get their weight column sums during codegen, so the
+                // fold runs on the optimised graph. CLIPTAG_FOLD=0 turns it off, to measure it.
+                if std::env::var_os("CLIPTAG_FOLD").is_some_and(|v| v == "0") {
+                    return Ok(m);
+                }
+                let report = fold::fold_large_constant_chains(&mut m)?;
+                tracing::debug!(path = %self.path.display(), batch, chains = report.chains, nodes = report.nodes, "folded constant chains");
+                Ok(m)
+            })
             .and_then(|m| m.into_runnable_with_options(&self.options))
             .map_err(|e| onnx_err(format_err(&e)))?;
         if let Ok(mut plans) = self.plans.lock() {
