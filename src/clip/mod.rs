@@ -14,6 +14,7 @@ pub mod check;
 pub mod fold;
 mod layout;
 mod preprocess;
+pub mod quantize;
 mod tokenizer;
 
 use std::collections::HashMap;
@@ -350,13 +351,19 @@ impl Encoder {
             })
             .and_then(|m| m.into_optimized())
             .and_then(|mut m| {
-                // Integer matmuls get their weight column sums during codegen, so the
-                // fold runs on the optimised graph. CLIPTAG_FOLD=0 turns it off, to measure it.
-                if std::env::var_os("CLIPTAG_FOLD").is_some_and(|v| v == "0") {
-                    return Ok(m);
+                // Our passes run on the optimised graph: integer matmuls get their weight
+                // column sums during codegen. CLIPTAG_GRAPH_PASSES ("fold,quantize" by
+                // default, "none" to turn them off) exists to measure them.
+                let passes = std::env::var("CLIPTAG_GRAPH_PASSES")
+                    .unwrap_or_else(|_| "fold,quantize".into());
+                if passes.contains("fold") {
+                    let report = fold::fold_large_constant_chains(&mut m)?;
+                    tracing::debug!(path = %self.path.display(), batch, chains = report.chains, nodes = report.nodes, "folded constant chains");
                 }
-                let report = fold::fold_large_constant_chains(&mut m)?;
-                tracing::debug!(path = %self.path.display(), batch, chains = report.chains, nodes = report.nodes, "folded constant chains");
+                if passes.contains("quantize") {
+                    let swapped = quantize::vectorise_dynamic_quantize(&mut m)?;
+                    tracing::debug!(path = %self.path.display(), batch, swapped, "vectorised DynamicQuantizeLinear");
+                }
                 Ok(m)
             })
             .and_then(|m| m.into_runnable_with_options(&self.options))
@@ -420,12 +427,33 @@ impl Encoder {
         Ok(rows)
     }
 
-    /// Splits `n` items into the batch sizes to run: the graph's fixed batch, else up to
-    /// [`MAX_BATCH`].
+    /// Splits `n` items into the batch sizes to run: the graph's fixed batch, else powers of
+    /// two up to [`MAX_BATCH`] (7 items run as 4 + 2 + 1). Every batch size has its own
+    /// compiled plan with its own packed weights, so a daemon batching windows of varying
+    /// size across sources keeps at most four plans instead of growing to eight.
     fn chunks(&self, n: usize) -> Vec<std::ops::Range<usize>> {
-        let step = self.fixed_batch.unwrap_or(MAX_BATCH).max(1);
-        (0..n).step_by(step).map(|s| s..(s + step).min(n)).collect()
+        split_batches(n, self.fixed_batch)
     }
+}
+
+fn split_batches(n: usize, fixed_batch: Option<usize>) -> Vec<std::ops::Range<usize>> {
+    if let Some(step) = fixed_batch {
+        let step = step.max(1);
+        return (0..n).step_by(step).map(|s| s..(s + step).min(n)).collect();
+    }
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let left = n - start;
+        let size = if left >= MAX_BATCH {
+            MAX_BATCH
+        } else {
+            1 << (usize::BITS - 1 - left.leading_zeros())
+        };
+        ranges.push(start..start + size);
+        start += size;
+    }
+    ranges
 }
 
 pub fn l2_normalized(mut v: Vec<f32>) -> Vec<f32> {
@@ -732,5 +760,24 @@ impl ClipModel {
             out.extend(rows.iter().cloned().zip(embeddings));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    #[test]
+    fn batches_are_powers_of_two_up_to_the_maximum() {
+        let sizes = |n| {
+            super::split_batches(n, None)
+                .into_iter()
+                .map(|r| r.len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(7), [4, 2, 1]);
+        assert_eq!(sizes(8), [8]);
+        assert_eq!(sizes(21), [8, 8, 4, 1]);
+        let fixed: Vec<_> = super::split_batches(3, Some(1));
+        assert_eq!(fixed, [0..1, 1..2, 2..3]);
     }
 }
