@@ -14,7 +14,9 @@ pub mod check;
 pub mod fold;
 mod layout;
 mod preprocess;
+pub mod qlinear;
 pub mod quantize;
+mod simd;
 mod tokenizer;
 
 use std::collections::HashMap;
@@ -90,6 +92,8 @@ struct Encoder {
     /// fp16 graphs are translated to f32 before optimisation.
     half: bool,
     plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
+    /// int8 layers packed once, shared by every batch size's plan.
+    packed: Mutex<qlinear::PackedCache>,
     options: RunOptions,
     pub info: GraphInfo,
 }
@@ -280,6 +284,7 @@ impl Encoder {
             dim: 0,
             half,
             plans: Mutex::new(HashMap::new()),
+            packed: Mutex::new(qlinear::PackedCache::default()),
             options,
             info,
         };
@@ -338,6 +343,8 @@ impl Encoder {
         model
             .select_outputs_by_name([self.output_name.as_str()])
             .map_err(|e| onnx_err(format_err(&e)))?;
+        let passes = std::env::var("CLIPTAG_GRAPH_PASSES")
+            .unwrap_or_else(|_| "qlinear,fold,quantize".into());
         let plan = model
             .into_typed()
             .and_then(|m| {
@@ -349,13 +356,22 @@ impl Encoder {
                     Ok(m)
                 }
             })
+            .and_then(|m| m.into_decluttered())
+            .and_then(|mut m| {
+                // The int8 layers are fused while the graph still reads as onnxruntime wrote
+                // it. CLIPTAG_GRAPH_PASSES ("qlinear,fold,quantize" by default, "none" to
+                // turn them all off) exists to measure the passes.
+                if passes.contains("qlinear") {
+                    let mut cache = self.packed.lock().map_err(|_| anyhow::anyhow!("packed weights lock poisoned"))?;
+                    let fused = qlinear::fuse_quantized_linear(&mut m, &mut cache)?;
+                    tracing::debug!(path = %self.path.display(), batch, fused, "fused int8 linear layers");
+                }
+                Ok(m)
+            })
             .and_then(|m| m.into_optimized())
             .and_then(|mut m| {
-                // Our passes run on the optimised graph: integer matmuls get their weight
-                // column sums during codegen. CLIPTAG_GRAPH_PASSES ("fold,quantize" by
-                // default, "none" to turn them off) exists to measure them.
-                let passes = std::env::var("CLIPTAG_GRAPH_PASSES")
-                    .unwrap_or_else(|_| "fold,quantize".into());
+                // These run on the optimised graph: integer matmuls left to tract (the patch
+                // embedding's convolution) get their weight column sums during codegen.
                 if passes.contains("fold") {
                     let report = fold::fold_large_constant_chains(&mut m)?;
                     tracing::debug!(path = %self.path.display(), batch, chains = report.chains, nodes = report.nodes, "folded constant chains");
@@ -400,7 +416,7 @@ impl Encoder {
             reason,
         };
         let plan = self.plan(batch)?;
-        let mut inputs: TVec<TValue> = tvec!();
+        let mut inputs: Vec<Tensor> = vec![];
         let mut main = Some(main);
         let mut mask = mask;
         for kind in &self.inputs {
@@ -408,10 +424,24 @@ impl Encoder {
                 InputKind::Main => main.take(),
                 InputKind::AttentionMask => mask.take(),
             };
-            inputs.push(t.ok_or_else(|| infer_err("missing input".into()))?.into());
+            inputs.push(t.ok_or_else(|| infer_err("missing input".into()))?);
         }
-        let out = plan.run(inputs).map_err(|e| infer_err(format_err(&e)))?;
-        let view = out[0]
+        let run = move || -> TractResult<Tensor> {
+            let inputs: TVec<TValue> = inputs.into_iter().map(TValue::from).collect();
+            let mut out = plan.run(inputs)?;
+            Ok(out.remove(0).into_tensor())
+        };
+        // The whole graph runs on one of the pool's threads, so the thread that does the
+        // element-wise work between matmuls is one of those that share the matmuls: no third
+        // thread competing with the pool for the cores while it spins between products.
+        let out = match &self.options.executor {
+            Some(tract_linalg::multithread::Executor::MultiThread(pool)) => {
+                pool.install(|| with_hot_pool(run))
+            }
+            _ => run(),
+        }
+        .map_err(|e| infer_err(format_err(&e)))?;
+        let view = out
             .to_plain_array_view::<f32>()
             .map_err(|e| infer_err(format_err(&e)))?;
         let rows: Vec<Vec<f32>> = view
@@ -540,6 +570,41 @@ pub fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
     }
     let digest = hasher.finalize();
     Ok(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
+}
+
+/// Runs `work` on the current pool thread while the pool's other threads stay awake.
+///
+/// A ViT-B/32 image is about 75 matrix products of a fraction of a millisecond each, with
+/// single-threaded element-wise work between them. Idle rayon threads go to sleep within
+/// microseconds, and waking one costs about as long as its share of a product, so without
+/// this the second core hardly ever gets a share. Each other thread runs a keeper that takes
+/// pool work as soon as it appears and spins (yielding to the OS) until `work` is done: the
+/// same trade onnxruntime's spinning thread pool makes, held only for the length of one run.
+fn with_hot_pool<R>(work: impl FnOnce() -> R) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let running = Arc::new(AtomicBool::new(true));
+    for _ in 1..rayon::current_num_threads() {
+        let running = running.clone();
+        rayon::spawn(move || {
+            let mut idle = 0u32;
+            while running.load(Ordering::Acquire) {
+                match rayon::yield_now() {
+                    Some(rayon::Yield::Executed) => idle = 0,
+                    _ => {
+                        idle += 1;
+                        if idle.is_multiple_of(64) {
+                            std::thread::yield_now();
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let out = work();
+    running.store(false, Ordering::Release);
+    out
 }
 
 /// The thread pool tract's matrix products use; `threads == 0` means one per core.

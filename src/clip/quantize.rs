@@ -15,13 +15,17 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use super::simd::with_avx2;
+
 /// 1.5 · 2²³: adding then subtracting it rounds an f32 below 2²² to the nearest integer,
 /// ties to even, under the default rounding mode.
 const ROUND_MAGIC: f32 = 12_582_912.0;
+const ROUND_MAGIC_BITS: i32 = 0x4B40_0000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, Default)]
 pub struct VectorDynamicQuantizeLinearU8;
 
+with_avx2! {
 /// The range of `xs` widened to include zero, as ONNX's DynamicQuantizeLinear wants it.
 fn min_max_with_zero(xs: &[f32]) -> (f32, f32) {
     let mut mins = [0f32; 8];
@@ -42,6 +46,7 @@ fn min_max_with_zero(xs: &[f32]) -> (f32, f32) {
     }
     (min, max)
 }
+}
 
 /// Scale and zero point exactly as tract-onnx (and onnxruntime) derive them.
 fn scale_and_zero_point(min: f32, max: f32) -> (f32, u8) {
@@ -50,12 +55,22 @@ fn scale_and_zero_point(min: f32, max: f32) -> (f32, u8) {
     (scale, zero_point as u8)
 }
 
+with_avx2! {
 fn quantize(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
+    if scale == 0.0 {
+        // All zeros: 0 / 0 is NaN, which ONNX's arithmetic sends to the zero point.
+        ys.fill(zero_point);
+        return;
+    }
     let zp = zero_point as i32;
     for (x, y) in xs.iter().zip(ys.iter_mut()) {
-        let rounded = (x / scale + ROUND_MAGIC) - ROUND_MAGIC;
-        *y = (rounded as i32 + zp).clamp(0, 255) as u8;
+        // After adding 1.5·2²³ the integer sits in the low mantissa bits: reading it from
+        // the bit pattern keeps the loop free of float-to-int conversions, whose saturating
+        // semantics the compiler would otherwise emit lane by lane.
+        let rounded = (x / scale + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC_BITS;
+        *y = (rounded + zp).clamp(0, 255) as u8;
     }
+}
 }
 
 impl Op for VectorDynamicQuantizeLinearU8 {
