@@ -55,6 +55,8 @@ impl ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelVariant {
+    /// The int8 files where the directory has both (the fast path), else fp32.
+    Auto,
     /// `onnx/vision_model.onnx`, `onnx/text_model.onnx`
     Fp32,
     /// `onnx/*_quantized.onnx` (int8 weights)
@@ -66,7 +68,7 @@ pub enum ModelVariant {
 impl ModelVariant {
     pub fn file_suffix(self) -> &'static str {
         match self {
-            ModelVariant::Fp32 => "",
+            ModelVariant::Auto | ModelVariant::Fp32 => "",
             ModelVariant::Quantized => "_quantized",
             ModelVariant::Fp16 => "_fp16",
         }
@@ -137,7 +139,7 @@ enum LayoutChoice {
 }
 
 fn default_variant() -> ModelVariant {
-    ModelVariant::Fp32
+    ModelVariant::Auto
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -719,7 +721,7 @@ mod tests {
         assert_eq!(c.sampling, Sampling::Fps(1.0));
         assert_eq!(c.window, Duration::from_secs(10));
         assert_eq!(c.classify.top_k, 3);
-        assert_eq!(c.model.variant, ModelVariant::Fp32);
+        assert_eq!(c.model.variant, ModelVariant::Auto);
     }
 
     #[test]

@@ -95,7 +95,7 @@ enum ModelCommand {
     /// reason when it is unusable.
     Check {
         dir: PathBuf,
-        #[arg(long, value_enum, default_value = "fp32")]
+        #[arg(long, value_enum, default_value = "auto")]
         variant: VariantArg,
         #[arg(long, value_enum)]
         layout: Option<LayoutArg>,
@@ -109,7 +109,7 @@ struct ModelArgs {
     /// Model directory (Xenova / Hugging Face optimum layout).
     #[arg(long)]
     model: PathBuf,
-    #[arg(long, value_enum, default_value = "fp32")]
+    #[arg(long, value_enum, default_value = "auto")]
     variant: VariantArg,
     /// Inference threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
@@ -147,6 +147,8 @@ impl From<LayoutArg> for Layout {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum VariantArg {
+    /// int8 where the model has it, else fp32
+    Auto,
     Fp32,
     Quantized,
     Fp16,
@@ -155,6 +157,7 @@ enum VariantArg {
 impl From<VariantArg> for ModelVariant {
     fn from(v: VariantArg) -> Self {
         match v {
+            VariantArg::Auto => ModelVariant::Auto,
             VariantArg::Fp32 => ModelVariant::Fp32,
             VariantArg::Quantized => ModelVariant::Quantized,
             VariantArg::Fp16 => ModelVariant::Fp16,

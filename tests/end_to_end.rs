@@ -357,15 +357,29 @@ fn a_different_model_needs_a_new_generation() {
     let clips = clips();
     let setup = Setup::new("dog\ncat\n");
     let sources = [("vp8", clips.join("vp8.webm"))];
-    let fp32 = setup.config("fp32.toml", &sources, "");
+    let with_variant = |name: &str, variant: &str| {
+        let path = setup.config(name, &sources, "");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "threads = 1",
+            &format!("threads = 1\nvariant = \"{variant}\""),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let fp32 = with_variant("fp32.toml", "fp32");
     assert!(run(&["run", "--config", fp32.to_str().unwrap()])
         .status
         .success());
-    let int8 = setup.config("int8.toml", &sources, "");
-    let text = std::fs::read_to_string(&int8)
-        .unwrap()
-        .replace("threads = 1", "threads = 1\nvariant = \"quantized\"");
-    std::fs::write(&int8, text).unwrap();
+    // The default, "auto", would pick the int8 files; on a database of this model's fp32
+    // embeddings it stays on fp32 instead of refusing to start.
+    let auto = setup.config("auto.toml", &sources, "");
+    let o = run(&["run", "--config", auto.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("fp32 files are used"), "{}", stderr(&o));
+    let store = Store::open_existing(&setup.path("tags.db")).unwrap();
+    assert_eq!(store.models_with_segments().unwrap().len(), 1);
+    drop(store);
+    let int8 = with_variant("int8.toml", "quantized");
     let o = run(&["run", "--config", int8.to_str().unwrap()]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(78), "{err}");

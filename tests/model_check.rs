@@ -37,9 +37,17 @@ fn edit_onnx(path: &Path, edit: impl FnOnce(&mut ModelProto)) {
     std::fs::write(path, model.encode_to_vec()).unwrap();
 }
 
+/// `cliptag model check`, on the fp32 files unless `extra` names a variant: the broken-model
+/// cases below edit those.
 fn check(dir: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let variant: &[&str] = if extra.contains(&"--variant") {
+        &[]
+    } else {
+        &["--variant", "fp32"]
+    };
     let o = cliptag()
         .args(["model", "check", dir.to_str().unwrap()])
+        .args(variant)
         .args(extra)
         .output()
         .unwrap();
@@ -77,12 +85,15 @@ fn reports_the_fixture_models() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
-    let (code, out, err) = check(&tiny_model(), &["--variant", "quantized", "--threads", "1"]);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(
-        out.contains("int8: yes") && out.contains("vision_model_quantized.onnx"),
-        "{out}"
-    );
+    // The default, "auto", takes the int8 files when the directory has them.
+    for variant in ["quantized", "auto"] {
+        let (code, out, err) = check(&tiny_model(), &["--variant", variant, "--threads", "1"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains("int8: yes") && out.contains("vision_model_quantized.onnx"),
+            "{out}"
+        );
+    }
 }
 
 #[test]

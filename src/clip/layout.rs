@@ -59,6 +59,8 @@ impl Layout {
 pub struct ModelSpec {
     pub dir: PathBuf,
     pub layout: Layout,
+    /// The variant loaded, with `Auto` resolved.
+    pub variant: ModelVariant,
     pub vision: PathBuf,
     pub text: PathBuf,
     pub tokenizer: PathBuf,
@@ -169,6 +171,19 @@ pub fn locate(
         Some(l) => l,
         None => detect(dir)?,
     };
+    let variant = match (variant, layout) {
+        // Immich ships one file per tower, whatever its precision.
+        (ModelVariant::Auto, Layout::Immich) => ModelVariant::Fp32,
+        (ModelVariant::Auto, Layout::Xenova) => {
+            let int8 = FileNames::of(layout, ModelVariant::Quantized);
+            if dir.join(&int8.vision).is_file() && dir.join(&int8.text).is_file() {
+                ModelVariant::Quantized
+            } else {
+                ModelVariant::Fp32
+            }
+        }
+        (chosen, _) => chosen,
+    };
     if layout == Layout::Immich && variant != ModelVariant::Fp32 {
         return Err(ClipError::Mismatch {
             dir: dir.to_path_buf(),
@@ -200,6 +215,7 @@ pub fn locate(
     Ok(ModelSpec {
         dir: dir.to_path_buf(),
         layout,
+        variant,
         vision,
         text,
         tokenizer,

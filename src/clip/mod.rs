@@ -664,7 +664,7 @@ impl ClipModel {
         })?;
 
         let options = run_options(threads);
-        let half = variant == ModelVariant::Fp16;
+        let half = spec.variant == ModelVariant::Fp16;
         let (h, w) = spec.preprocess.output_size();
         let (image_input, text_input) = spec.layout.input_names();
         let (image_output, text_output) = spec.layout.output_names();

@@ -38,7 +38,7 @@ use crossbeam_channel::{bounded, select, Receiver};
 
 use crate::classify::{expand_labels, load_labels, LabelError, LabelSet};
 use crate::clip::{ClipError, ClipModel, MAX_BATCH};
-use crate::config::Config;
+use crate::config::{Config, ModelVariant};
 use crate::ingest::{FrameSource, GstSource, IngestError, Sampling};
 use crate::store::{
     LabelRecord, ModelRecord, Retention, SourceStateRecord, Store, StoreError, StoreWriter,
@@ -199,6 +199,43 @@ pub fn prepare_labels(
         .collect();
     writer.set_labels(&model.id, records)?;
     Ok((set, missing.len()))
+}
+
+/// `variant = "auto"` picks the int8 files, but a database built before that default by the
+/// fp32 files of the same model would then refuse to start. In that one case the daemon
+/// stays on fp32 and says so; switching is a deliberate `variant = "quantized"` plus
+/// `--new-model-generation`.
+fn keep_fp32_generation(
+    config: &Config,
+    model: &ClipModel,
+    store: &Store,
+    options: &RunOptions,
+) -> Result<Option<ClipModel>, RunError> {
+    if config.model.variant != ModelVariant::Auto
+        || model.spec.variant == ModelVariant::Fp32
+        || options.new_model_generation
+    {
+        return Ok(None);
+    }
+    let existing = store.models_with_segments()?;
+    if existing.is_empty() || existing.contains(&model.id) {
+        return Ok(None);
+    }
+    let fp32_id =
+        crate::clip::model_id(&config.model.dir, ModelVariant::Fp32, config.model.layout)?;
+    if !existing.contains(&fp32_id) {
+        return Ok(None);
+    }
+    tracing::info!(
+        db = %store.path().display(),
+        "variant \"auto\": the database holds this model's fp32 embeddings, so the fp32 files are used; set variant = \"quantized\" and start once with --new-model-generation to move to int8"
+    );
+    Ok(Some(ClipModel::load_with(
+        &config.model.dir,
+        ModelVariant::Fp32,
+        config.model.layout,
+        config.model.threads,
+    )?))
 }
 
 /// Refuse to mix two models' embeddings in one database unless asked to.
@@ -414,14 +451,17 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
         });
     }
     crate::ingest::init()?;
-    let model = ClipModel::load_with(
+    let mut model = ClipModel::load_with(
         &config.model.dir,
         config.model.variant,
         config.model.layout,
         config.model.threads,
     )?;
-    tracing::info!(model = %model.id, dim = model.embedding_dim, load_ms = model.load_time.as_millis() as u64, "model loaded");
     let store = Store::open(&config.database)?;
+    if let Some(fp32) = keep_fp32_generation(config, &model, &store, options)? {
+        model = fp32;
+    }
+    tracing::info!(model = %model.id, variant = ?model.spec.variant, dim = model.embedding_dim, load_ms = model.load_time.as_millis() as u64, "model loaded");
     check_model_generation(&store, &model.id, options)?;
     let writer = Arc::new(StoreWriter::spawn_with(
         &config.database,
