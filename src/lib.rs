@@ -31,6 +31,33 @@ pub enum Disposition {
     Stop,
 }
 
+/// Sets glibc's allocator up for a long-running process with many threads; call it first
+/// thing in `main`, before any thread starts. `MALLOC_ARENA_MAX` in the environment wins.
+///
+/// Two arenas: every GStreamer streaming thread would otherwise get its own, each keeping
+/// what it freed (RSS crept by megabytes a minute over a 30-minute run).
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+/// Hands memory the allocator holds free back to the system. Loading a model and typing a
+/// graph free hundreds of megabytes in blocks of a few megabytes, which glibc keeps in its
+/// heap (its threshold for mapping blocks separately climbs to 32 MiB after the first large
+/// free); without this a daemon with ViT-B/32 int8 loaded holds ~350 MB instead of ~200 MB.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Milliseconds since the first call in this process: a monotonic stamp that threads can
 /// share through an atomic (heartbeats, stall detection).
 pub fn monotonic_ms() -> u64 {

@@ -102,6 +102,9 @@ enum ModelCommand {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Write a copy of an fp32 model directory with int8 encoders (per-column symmetric int8
+    /// weights, activations quantized at run time), loadable by onnxruntime too.
+    Quantize { input: PathBuf, output: PathBuf },
 }
 
 #[derive(Args)]
@@ -203,6 +206,7 @@ struct QueryArgs {
 }
 
 fn main() -> ExitCode {
+    cliptag::tune_allocator();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // journald and log files want plain text; colour only for a person at a terminal.
@@ -277,6 +281,20 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 threads,
             )?;
             print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model {
+            command: ModelCommand::Quantize { input, output },
+        } => {
+            let report = cliptag::clip::int8_export::quantize_model_dir(&input, &output)?;
+            for (path, layers, before, after) in &report.files {
+                println!(
+                    "{}: {layers} layers int8, {:.1} MB -> {:.1} MB",
+                    path.display(),
+                    *before as f64 / 1e6,
+                    *after as f64 / 1e6
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Embed {

@@ -9,7 +9,7 @@ use cliptag::ingest::Sampling;
 fn example_configs_parse() {
     let example = Config::load(&common::repo().join("examples/cliptag.example.toml")).unwrap();
     assert_eq!(example.sampling, Sampling::Fps(1.0));
-    assert_eq!(example.model.variant, ModelVariant::Fp32);
+    assert_eq!(example.model.variant, ModelVariant::Auto);
     assert_eq!(example.classify.prompt_templates.len(), 5);
     assert_eq!(
         (example.keyframes.k, example.keyframes.skip_unchanged),

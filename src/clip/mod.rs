@@ -12,6 +12,7 @@
 
 pub mod check;
 pub mod fold;
+pub mod int8_export;
 mod layout;
 mod preprocess;
 pub mod qlinear;
@@ -80,20 +81,21 @@ fn format_err(e: &TractError) -> String {
 /// One ONNX encoder with a plan per batch size.
 struct Encoder {
     path: PathBuf,
-    model: InferenceModel,
+    /// The graph typed and decluttered once, with the batch left as `batch_symbol` and the
+    /// int8 layers fused: every batch size's plan starts from it, so the weights are read,
+    /// typed and packed once. The ONNX model itself is dropped after load.
+    typed: TypedModel,
+    batch_symbol: Option<Symbol>,
     inputs: Vec<InputKind>,
-    input_type: DatumType,
+    /// Element type of each input, in graph order.
+    input_types: Vec<DatumType>,
     /// The shape of one item (without the batch dimension).
     item_shape: Vec<usize>,
     /// Some(n) when the graph fixes the batch dimension.
     fixed_batch: Option<usize>,
     output_name: String,
     dim: usize,
-    /// fp16 graphs are translated to f32 before optimisation.
-    half: bool,
     plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
-    /// int8 layers packed once, shared by every batch size's plan.
-    packed: Mutex<qlinear::PackedCache>,
     options: RunOptions,
     pub info: GraphInfo,
 }
@@ -272,19 +274,41 @@ impl Encoder {
         }
         let output_name = expect.output.to_string();
         let half = expect.half;
+        let input_types = inputs
+            .iter()
+            .enumerate()
+            .map(|(ix, kind)| match kind {
+                InputKind::Main => input_type,
+                // Masks default to int64, as the exporters write them.
+                InputKind::AttentionMask => model
+                    .input_fact(ix)
+                    .ok()
+                    .and_then(|f| f.datum_type.concretize())
+                    .unwrap_or(DatumType::I64),
+            })
+            .collect::<Vec<_>>();
+
+        let batch_symbol = fixed_batch
+            .is_none()
+            .then(|| model.symbols.sym("cliptag_batch"));
+        let batch: TDim = match (&batch_symbol, fixed_batch) {
+            (Some(symbol), _) => symbol.clone().into(),
+            (None, fixed) => fixed.unwrap_or(1).into(),
+        };
+        let typed = Self::typed(model, &input_types, &batch, &item_shape, &output_name, half)
+            .map_err(|e| onnx_err(format_err(&e)))?;
 
         let mut encoder = Encoder {
             path: path.to_path_buf(),
-            model,
+            typed,
+            batch_symbol,
             inputs,
-            input_type,
+            input_types,
             item_shape,
             fixed_batch,
             output_name,
             dim: 0,
-            half,
             plans: Mutex::new(HashMap::new()),
-            packed: Mutex::new(qlinear::PackedCache::default()),
             options,
             info,
         };
@@ -323,6 +347,40 @@ impl Encoder {
         Ok(encoder)
     }
 
+    /// Types the graph for `batch` (a symbol, or the graph's fixed batch), declutters it and
+    /// fuses its int8 layers.
+    fn typed(
+        mut model: InferenceModel,
+        input_types: &[DatumType],
+        batch: &TDim,
+        item_shape: &[usize],
+        output_name: &str,
+        half: bool,
+    ) -> TractResult<TypedModel> {
+        for (ix, dt) in input_types.iter().enumerate() {
+            let mut shape: TVec<TDim> = tvec![batch.clone()];
+            shape.extend(item_shape.iter().map(|d| d.to_dim()));
+            model.set_input_fact(ix, InferenceFact::dt_shape(*dt, shape))?;
+        }
+        model.select_outputs_by_name([output_name])?;
+        let mut typed = model.into_typed()?;
+        if half {
+            // tract runs f16 slowly on most CPUs; the weights widen once, at load.
+            typed = build_float_translator(DatumType::F16, DatumType::F32, NodeFilter::default())
+                .transform_into(typed)?;
+        }
+        let mut typed = typed.into_decluttered()?;
+        // The int8 layers are fused while the graph still reads as onnxruntime wrote it.
+        // CLIPTAG_GRAPH_PASSES ("qlinear,fold,quantize" by default, "none" to turn them all
+        // off) exists to measure the passes.
+        if graph_passes().contains("qlinear") {
+            let fused =
+                qlinear::fuse_quantized_linear(&mut typed, &mut qlinear::PackedCache::default())?;
+            tracing::debug!(fused, "fused int8 linear layers");
+        }
+        Ok(typed)
+    }
+
     fn plan(&self, batch: usize) -> Result<Arc<TypedRunnableModel>, ClipError> {
         if let Some(plan) = self.plans.lock().ok().and_then(|p| p.get(&batch).cloned()) {
             return Ok(plan);
@@ -331,43 +389,14 @@ impl Encoder {
             path: self.path.clone(),
             reason,
         };
-        let mut model = self.model.clone();
-        let mut shape = vec![batch];
-        shape.extend_from_slice(&self.item_shape);
-        for (ix, kind) in self.inputs.iter().enumerate() {
-            let dt = self.input_type_of(*kind);
-            model
-                .set_input_fact(ix, InferenceFact::dt_shape(dt, &shape))
-                .map_err(|e| onnx_err(format_err(&e)))?;
-        }
-        model
-            .select_outputs_by_name([self.output_name.as_str()])
-            .map_err(|e| onnx_err(format_err(&e)))?;
-        let passes = std::env::var("CLIPTAG_GRAPH_PASSES")
-            .unwrap_or_else(|_| "qlinear,fold,quantize".into());
-        let plan = model
-            .into_typed()
-            .and_then(|m| {
-                if self.half {
-                    // tract runs f16 slowly on most CPUs; the weights widen once, at load.
-                    build_float_translator(DatumType::F16, DatumType::F32, NodeFilter::default())
-                        .transform_into(m)
-                } else {
-                    Ok(m)
-                }
-            })
-            .and_then(|m| m.into_decluttered())
-            .and_then(|mut m| {
-                // The int8 layers are fused while the graph still reads as onnxruntime wrote
-                // it. CLIPTAG_GRAPH_PASSES ("qlinear,fold,quantize" by default, "none" to
-                // turn them all off) exists to measure the passes.
-                if passes.contains("qlinear") {
-                    let mut cache = self.packed.lock().map_err(|_| anyhow::anyhow!("packed weights lock poisoned"))?;
-                    let fused = qlinear::fuse_quantized_linear(&mut m, &mut cache)?;
-                    tracing::debug!(path = %self.path.display(), batch, fused, "fused int8 linear layers");
-                }
-                Ok(m)
-            })
+        let passes = graph_passes();
+        let typed = match &self.batch_symbol {
+            Some(symbol) => self
+                .typed
+                .set_symbols(&HashMap::from([(symbol.clone(), TDim::Val(batch as i64))])),
+            None => Ok(self.typed.clone()),
+        };
+        let plan = typed
             .and_then(|m| m.into_optimized())
             .and_then(|mut m| {
                 // These run on the optimised graph: integer matmuls left to tract (the patch
@@ -387,21 +416,17 @@ impl Encoder {
         if let Ok(mut plans) = self.plans.lock() {
             plans.insert(batch, plan.clone());
         }
+        crate::release_free_memory();
         Ok(plan)
     }
 
-    /// The element type the graph declares for an input (masks default to int64).
+    /// The element type the graph takes for an input of this kind.
     fn input_type_of(&self, kind: InputKind) -> DatumType {
-        match kind {
-            InputKind::Main => self.input_type,
-            InputKind::AttentionMask => self
-                .inputs
-                .iter()
-                .position(|k| *k == kind)
-                .and_then(|ix| self.model.input_fact(ix).ok())
-                .and_then(|f| f.datum_type.concretize())
-                .unwrap_or(DatumType::I64),
-        }
+        self.inputs
+            .iter()
+            .position(|k| *k == kind)
+            .map(|ix| self.input_types[ix])
+            .unwrap_or(DatumType::I64)
     }
 
     /// `main`: the batch's main input, flattened. Returns normalised rows.
@@ -572,6 +597,11 @@ pub fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
     Ok(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
 }
 
+/// Which of our graph passes run: `CLIPTAG_GRAPH_PASSES`, for measuring them.
+fn graph_passes() -> String {
+    std::env::var("CLIPTAG_GRAPH_PASSES").unwrap_or_else(|_| "qlinear,fold,quantize".into())
+}
+
 /// Runs `work` on the current pool thread while the pool's other threads stay awake.
 ///
 /// A ViT-B/32 image is about 75 matrix products of a fraction of a millisecond each, with
@@ -673,28 +703,42 @@ impl ClipModel {
         } else {
             &[DatumType::F32]
         };
-        let image = Encoder::load(
-            &spec.vision,
-            Expectation {
-                input: image_input,
-                output: image_output,
-                types: image_types,
-                item_shape: vec![3, h as usize, w as usize],
-                half,
-            },
-            options.clone(),
-        )?;
-        let text = Encoder::load(
-            &spec.text,
-            Expectation {
-                input: text_input,
-                output: text_output,
-                types: &[DatumType::I64, DatumType::I32],
-                item_shape: vec![spec.context_length],
-                half,
-            },
-            options,
-        )?;
+        // The towers load and optimise on separate threads, and the files are hashed for
+        // the model id beside them: loading is mostly single-threaded graph rewriting.
+        let (image, text, id) = std::thread::scope(|scope| {
+            let text = scope.spawn(|| {
+                let text = Encoder::load(
+                    &spec.text,
+                    Expectation {
+                        input: text_input,
+                        output: text_output,
+                        types: &[DatumType::I64, DatumType::I32],
+                        item_shape: vec![spec.context_length],
+                        half,
+                    },
+                    options.clone(),
+                );
+                let id = hash_files(&[&spec.vision, &spec.text]);
+                (text, id)
+            });
+            let image = Encoder::load(
+                &spec.vision,
+                Expectation {
+                    input: image_input,
+                    output: image_output,
+                    types: image_types,
+                    item_shape: vec![3, h as usize, w as usize],
+                    half,
+                },
+                options.clone(),
+            );
+            let (text, id) = text
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (image, text, id)
+        });
+        let (image, text, id) = (image?, text?, id?);
+        crate::release_free_memory();
         if image.dim != text.dim {
             return Err(ClipError::Mismatch {
                 dir: dir.to_path_buf(),
@@ -704,7 +748,6 @@ impl ClipModel {
                 ),
             });
         }
-        let id = hash_files(&[&spec.vision, &spec.text])?;
         Ok(ClipModel {
             id,
             dir: dir.to_path_buf(),
@@ -804,7 +847,7 @@ impl ClipModel {
                     reason: format_err(&e),
                 })
             };
-            let main = match self.text.input_type {
+            let main = match self.text.input_type_of(InputKind::Main) {
                 DatumType::I32 => make(Tensor::from_shape(
                     &shape,
                     &flat.iter().map(|&t| t as i32).collect::<Vec<_>>(),

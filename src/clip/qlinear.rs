@@ -70,19 +70,38 @@ type Choice = (Box<dyn MatMatMul>, usize);
 #[derive(Clone, Debug)]
 pub struct QuantizedLinear {
     layer: Arc<PackedLinear>,
-    output_shape: TVec<usize>,
+    /// Activation axes of size one that the matmul drops from its output.
+    dropped_axes: TVec<usize>,
+}
+
+impl QuantizedLinear {
+    fn output_shape<D: Clone + From<usize>>(&self, input: &[D]) -> TVec<D> {
+        output_shape(input, &self.dropped_axes, self.layer.n)
+    }
+}
+
+/// The input's shape without the dropped axes, its last axis (K) replaced by N.
+fn output_shape<D: Clone + From<usize>>(input: &[D], dropped_axes: &[usize], n: usize) -> TVec<D> {
+    let mut shape: TVec<D> = input[..input.len() - 1]
+        .iter()
+        .enumerate()
+        .filter(|(ix, _)| !dropped_axes.contains(ix))
+        .map(|(_, d)| d.clone())
+        .collect();
+    shape.push(n.into());
+    shape
 }
 
 impl Hash for QuantizedLinear {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.layer.fingerprint.hash(state);
-        self.output_shape.hash(state);
+        self.dropped_axes.hash(state);
     }
 }
 
 impl PartialEq for QuantizedLinear {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.layer, &other.layer) && self.output_shape == other.output_shape
+        Arc::ptr_eq(&self.layer, &other.layer) && self.dropped_axes == other.dropped_axes
     }
 }
 impl Eq for QuantizedLinear {}
@@ -164,7 +183,8 @@ impl EvalOp for QuantizedLinear {
             .iter()
             .map(|c| c.wrapping_mul(zero_shifted))
             .collect();
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
+        let mut out =
+            unsafe { Tensor::uninitialized::<f32>(&self.output_shape(inputs[0].shape()))? };
         {
             let mut plain = out.try_as_plain_ram_mut()?;
             let ys = plain.as_slice_mut::<f32>()?;
@@ -201,6 +221,19 @@ fn epilogue(
 }
 
 with_avx2! {
+/// Weight rows XOR `flip` into `shifted` (rows past the input stay zero), summing columns.
+fn shift_weights(raw: &[u8], flip: u8, n: usize, shifted: &mut [i8], column_sum: &mut [i32]) {
+    for (src, dst) in raw.chunks_exact(n).zip(shifted.chunks_exact_mut(n)) {
+        for ((s, d), sum) in src.iter().zip(dst.iter_mut()).zip(column_sum.iter_mut()) {
+            let v = (s ^ flip) as i8;
+            *d = v;
+            *sum += v as i32;
+        }
+    }
+}
+}
+
+with_avx2! {
 /// Rows of `k` bytes, each XOR `flip` (0x80 turns u8 into i8 minus 128), padded with zeros
 /// to `k_padded`, with each row's sum.
 fn shift_rows(bytes: &[u8], k: usize, k_padded: usize, flip: u8) -> (Vec<i8>, Vec<i32>) {
@@ -221,8 +254,10 @@ fn shift_rows(bytes: &[u8], k: usize, k_padded: usize, flip: u8) -> (Vec<i8>, Ve
 }
 
 impl TypedOp for QuantizedLinear {
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(&*self.output_shape)))
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(
+            &*self.output_shape(&inputs[0].shape.to_tvec())
+        )))
     }
 
     as_op!();
@@ -240,8 +275,8 @@ struct Found {
     bias: Option<Arc<Tensor>>,
     /// The node whose output the fused op replaces.
     last: usize,
-    output_shape: TVec<usize>,
-    /// Activation rows per call in this plan.
+    dropped_axes: TVec<usize>,
+    /// Activation rows per call for one item (a symbolic batch counts as one).
     rows: usize,
 }
 
@@ -310,14 +345,18 @@ fn find(model: &TypedModel, einsum_node: usize) -> Option<Found> {
         return None;
     }
     let a_fact = model.outlet_fact(node.inputs[0]).ok()?;
-    let a_shape = a_fact.shape.as_concrete()?;
+    let a_shape = a_fact.shape.to_tvec();
     let kept: String = a_axes.chars().filter(|c| out.contains(*c)).collect();
     if format!("{kept}{n_axis}") != out {
         return None;
     }
+    let mut dropped_axes = tvec![];
     for (ix, c) in a_axes.chars().enumerate() {
-        if c != k_axis && !out.contains(c) && a_shape[ix] != 1 {
-            return None;
+        if c != k_axis && !out.contains(c) {
+            if !a_shape[ix].is_one() {
+                return None;
+            }
+            dropped_axes.push(ix);
         }
     }
     // Only the weight zero point (input 5) may be per column; every other q-param is a scalar.
@@ -386,16 +425,18 @@ fn find(model: &TypedModel, einsum_node: usize) -> Option<Found> {
             }
         }
     }
-    let output_shape: TVec<usize> = model
+    let output = model
         .outlet_fact(OutletId::new(last, 0))
         .ok()?
         .shape
-        .as_concrete()?
-        .into();
-    let rows: usize = a_shape[..a_shape.len() - 1].iter().product();
-    if output_shape.last() != Some(&n) || output_shape.iter().product::<usize>() != rows * n {
+        .to_tvec();
+    if output_shape(&a_shape, &dropped_axes, n) != output {
         return None;
     }
+    let rows = a_shape[..a_shape.len() - 1]
+        .iter()
+        .map(|d| d.to_usize().unwrap_or(1))
+        .product();
     Some(Found {
         activations: node.inputs[0],
         scale,
@@ -405,7 +446,7 @@ fn find(model: &TypedModel, einsum_node: usize) -> Option<Found> {
         weight_scale,
         bias,
         last,
-        output_shape,
+        dropped_axes,
         rows,
     })
 }
@@ -423,6 +464,19 @@ fn candidates(k: usize, n: usize) -> Vec<Choice> {
         .into_iter()
         .filter(|(kernel, _, extractor)| extractor.is_none() && kernel.runnable())
         .collect();
+    // Portable Rust kernels are a last resort: several times slower wherever a kernel
+    // written for the architecture runs, so not worth timing next to one.
+    let suitable = if suitable
+        .iter()
+        .any(|(kernel, _, _)| kernel.arch().is_some())
+    {
+        suitable
+            .into_iter()
+            .filter(|(kernel, _, _)| kernel.arch().is_some())
+            .collect()
+    } else {
+        suitable
+    };
     let mut out: Vec<Choice> = vec![];
     if let Some((kernel, packing, _)) = dispatch.preferred(&query, &suitable) {
         out.push((kernel, packing));
@@ -538,13 +592,7 @@ fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
     };
     let mut shifted = vec![0i8; k_padded * n];
     let mut column_sum = vec![0i32; n];
-    for row in 0..k {
-        for col in 0..n {
-            let v = (raw[row * n + col] ^ flip) as i8;
-            shifted[row * n + col] = v;
-            column_sum[col] += v as i32;
-        }
-    }
+    shift_weights(raw, flip, n, &mut shifted, &mut column_sum);
     let shifted = Tensor::from_shape(&[k_padded, n], &shifted)?;
     let weights = b_format.prepare_one(&shifted, 0, 1)?;
 
@@ -571,8 +619,12 @@ fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
         Some(b) => Some(b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
         None => None,
     };
+    // Identity for tract's graph hashing: shape, zero points and scales (a full hash of the
+    // weights would cost more than packing them).
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    found.weights.hash(&mut hasher);
+    (k, n).hash(&mut hasher);
+    found.weight_zero.hash(&mut hasher);
+    found.weight_scale.hash(&mut hasher);
     Ok(PackedLinear {
         kernel,
         packing,
@@ -629,7 +681,7 @@ pub fn fuse_quantized_linear(
             .collect::<TractResult<TVec<_>>>()?;
         let op = QuantizedLinear {
             layer,
-            output_shape: found.output_shape.clone(),
+            dropped_axes: found.dropped_axes.clone(),
         };
         let wire = patch.wire_node(format!("{name}.fused"), op, &inputs)?[0];
         patch.shunt_outside(model, OutletId::new(found.last, 0), wire)?;
@@ -737,7 +789,7 @@ mod tests {
                     .into_arc_tensor(),
                 bias: with_bias.then(|| Tensor::from_shape(&[n], &bias).unwrap().into_arc_tensor()),
                 last: 0,
-                output_shape: tvec![m, n],
+                dropped_axes: tvec![],
                 rows: m,
             };
             let choices = candidates(k, n);
@@ -746,7 +798,7 @@ mod tests {
                 let kernel = choice.0.name().to_string();
                 let op = QuantizedLinear {
                     layer: Arc::new(pack(&found, choice).unwrap()),
-                    output_shape: tvec![m, n],
+                    dropped_axes: tvec![],
                 };
                 let zero_tensor = bytes_tensor(a_signed, &[], &[a_zero]);
                 let out = op

@@ -1,0 +1,347 @@
+//! `cliptag model quantize`: rewrite an fp32 CLIP model directory into int8 files that run
+//! on our fused int8 path (`qlinear.rs`) and that onnxruntime loads as well.
+//!
+//! Rules, and why:
+//! - Only `MatMul` nodes whose second input is a rank-2 fp32 initializer change: they hold
+//!   nearly all of a ViT's weights and time. Attention's activation × activation products,
+//!   convolutions, norms and embeddings stay fp32.
+//! - Weights are int8, symmetric, one scale per output column (`s = max|w| / 127`, zero
+//!   point 0): per-column scales keep the error of wide-ranged columns away from the others.
+//! - Activations are quantized at run time by ONNX's own `DynamicQuantizeLinear` (uint8 with a
+//!   zero point), once per tensor however many layers read it. The layer is
+//!   `DynamicQuantizeLinear → MatMulInteger → Cast → Mul(a_scale · w_scale)`, the same shape
+//!   onnxruntime's `quantize_dynamic` writes, so one fused pass serves both; only standard
+//!   ai.onnx operators (opset ≥ 10) are used.
+//! - The fp32 initializers no longer read are dropped, so the file shrinks about 4×.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto,
+    TensorProto,
+};
+
+use super::layout::{detect, Layout};
+use super::ClipError;
+
+/// What `quantize_model_dir` wrote.
+#[derive(Debug)]
+pub struct QuantizeReport {
+    pub layout: Layout,
+    /// (written file, layers quantized, bytes before, bytes after)
+    pub files: Vec<(PathBuf, usize, u64, u64)>,
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> ClipError {
+    ClipError::BadFile {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// The fp32 values of an initializer, whichever field holds them.
+fn floats(t: &TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != DataType::Float as i32 || t.data_location == Some(1) {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        return Some(
+            t.raw_data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
+    }
+    Some(t.float_data.clone())
+}
+
+fn tensor(name: String, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name,
+        dims: dims.to_vec(),
+        data_type: data_type as i32,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: String, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name,
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Per-column symmetric int8 of a row-major `[k, n]` matrix: (values, scales).
+pub fn quantize_columns(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut scales = vec![0f32; n];
+    for row in w.chunks_exact(n) {
+        for (s, v) in scales.iter_mut().zip(row) {
+            *s = s.max(v.abs());
+        }
+    }
+    for s in &mut scales {
+        // An all-zero column keeps scale 1 so dequantizing never divides by zero.
+        *s = if *s > 0.0 { *s / 127.0 } else { 1.0 };
+    }
+    let mut q = vec![0i8; k * n];
+    for (qrow, row) in q.chunks_exact_mut(n).zip(w.chunks_exact(n)) {
+        for ((q, v), s) in qrow.iter_mut().zip(row).zip(&scales) {
+            *q = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    (q, scales)
+}
+
+/// Rewrites the graph's weight matmuls in place; returns how many.
+pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
+    let graph = model.graph.as_mut().ok_or("the file holds no graph")?;
+    let initializers: HashMap<String, usize> = graph
+        .initializer
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
+    let mut new_initializers: Vec<TensorProto> = vec![];
+    let mut quantized_weights: HashMap<String, (String, String, String)> = HashMap::new();
+    let mut quantized_activations: HashMap<String, (String, String, String)> = HashMap::new();
+    let mut nodes: Vec<NodeProto> = Vec::with_capacity(graph.node.len());
+    let mut layers = 0;
+    for n in std::mem::take(&mut graph.node) {
+        let weight = (n.op_type == "MatMul" && n.domain.is_empty() && n.input.len() == 2)
+            .then(|| {
+                initializers
+                    .get(&n.input[1])
+                    .map(|&i| &graph.initializer[i])
+            })
+            .flatten()
+            .filter(|t| t.dims.len() == 2 && t.data_type == DataType::Float as i32);
+        let Some(weight) = weight else {
+            nodes.push(n);
+            continue;
+        };
+        let Some(values) = floats(weight) else {
+            nodes.push(n);
+            continue;
+        };
+        let (k, cols) = (weight.dims[0] as usize, weight.dims[1] as usize);
+        if values.len() != k * cols {
+            return Err(format!(
+                "initializer {:?}: {} values for dims {:?}",
+                weight.name,
+                values.len(),
+                weight.dims
+            ));
+        }
+        let w_name = weight.name.clone();
+        let (wq, ws, wz) = quantized_weights
+            .entry(w_name.clone())
+            .or_insert_with(|| {
+                let (q, scales) = quantize_columns(&values, k, cols);
+                let names = (
+                    format!("{w_name}_quantized"),
+                    format!("{w_name}_scale"),
+                    format!("{w_name}_zero_point"),
+                );
+                new_initializers.push(tensor(
+                    names.0.clone(),
+                    &weight.dims,
+                    DataType::Int8,
+                    q.iter().map(|v| *v as u8).collect(),
+                ));
+                new_initializers.push(tensor(
+                    names.1.clone(),
+                    &[cols as i64],
+                    DataType::Float,
+                    scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                ));
+                new_initializers.push(tensor(
+                    names.2.clone(),
+                    &[cols as i64],
+                    DataType::Int8,
+                    vec![0; cols],
+                ));
+                names
+            })
+            .clone();
+        let a = n.input[0].clone();
+        let (aq, a_scale, a_zero) = match quantized_activations.get(&a) {
+            Some(names) => names.clone(),
+            None => {
+                let names = (
+                    format!("{a}_quantized"),
+                    format!("{a}_scale"),
+                    format!("{a}_zero_point"),
+                );
+                nodes.push(node(
+                    "DynamicQuantizeLinear",
+                    format!("{a}_QuantizeLinear"),
+                    &[&a],
+                    &[&names.0, &names.1, &names.2],
+                ));
+                quantized_activations.insert(a.clone(), names.clone());
+                names
+            }
+        };
+        let out = n.output[0].clone();
+        let base = if n.name.is_empty() {
+            out.clone()
+        } else {
+            n.name.clone()
+        };
+        let (int_out, float_out, scale) = (
+            format!("{out}_int32"),
+            format!("{out}_int32_float"),
+            format!("{base}_scales"),
+        );
+        nodes.push(node(
+            "MatMulInteger",
+            format!("{base}_quant"),
+            &[&aq, &wq, &a_zero, &wz],
+            &[&int_out],
+        ));
+        let mut cast = node("Cast", format!("{base}_cast"), &[&int_out], &[&float_out]);
+        cast.attribute.push(AttributeProto {
+            name: "to".into(),
+            r#type: AttributeType::Int as i32,
+            i: DataType::Float as i64,
+            ..Default::default()
+        });
+        nodes.push(cast);
+        nodes.push(node(
+            "Mul",
+            format!("{base}_scales_mul"),
+            &[&a_scale, &ws],
+            &[&scale],
+        ));
+        nodes.push(node(
+            "Mul",
+            format!("{base}_output_scale_mul"),
+            &[&float_out, &scale],
+            &[&out],
+        ));
+        layers += 1;
+    }
+    graph.node = nodes;
+    // Drop the fp32 weights nothing reads any more.
+    let read: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    let unread: HashSet<String> = quantized_weights
+        .keys()
+        .filter(|name| !read.contains(name.as_str()))
+        .cloned()
+        .collect();
+    graph.initializer.retain(|t| !unread.contains(&t.name));
+    graph.input.retain(|i| !unread.contains(&i.name));
+    graph.initializer.extend(new_initializers);
+    Ok(layers)
+}
+
+fn quantize_file(from: &Path, to: &Path) -> Result<(usize, u64, u64), ClipError> {
+    let bytes = std::fs::read(from).map_err(|e| bad(from, e.to_string()))?;
+    let mut model = ModelProto::decode(bytes.as_slice())
+        .map_err(|e| bad(from, format!("not an ONNX model: {e}")))?;
+    let layers = quantize_graph(&mut model).map_err(|reason| bad(from, reason))?;
+    if layers == 0 {
+        return Err(bad(from, "no MatMul with an fp32 weight to quantize"));
+    }
+    let out = model.encode_to_vec();
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| bad(dir, e.to_string()))?;
+    }
+    std::fs::write(to, &out).map_err(|e| bad(to, e.to_string()))?;
+    Ok((layers, bytes.len() as u64, out.len() as u64))
+}
+
+/// Writes `output`: a copy of the model directory `input` with int8 encoders. A Xenova
+/// directory gains `onnx/*_quantized.onnx` beside the fp32 files (so `variant = "auto"`
+/// picks them); an Immich directory's `visual/model.onnx` and `textual/model.onnx` are
+/// replaced.
+pub fn quantize_model_dir(input: &Path, output: &Path) -> Result<QuantizeReport, ClipError> {
+    let layout = detect(input)?;
+    if output.exists()
+        && std::fs::read_dir(output)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(bad(output, "the output directory exists and is not empty"));
+    }
+    let encoders: &[(&str, &str)] = match layout {
+        Layout::Xenova => &[
+            ("onnx/vision_model.onnx", "onnx/vision_model_quantized.onnx"),
+            ("onnx/text_model.onnx", "onnx/text_model_quantized.onnx"),
+        ],
+        Layout::Immich => &[
+            ("visual/model.onnx", "visual/model.onnx"),
+            ("textual/model.onnx", "textual/model.onnx"),
+        ],
+    };
+    let rewritten: HashSet<&str> = encoders.iter().map(|(_, to)| *to).collect();
+    copy_tree(input, output, Path::new(""), &rewritten)?;
+    let mut report = QuantizeReport {
+        layout,
+        files: vec![],
+    };
+    for (from, to) in encoders {
+        let (from, to) = (input.join(from), output.join(to));
+        if !from.is_file() {
+            return Err(ClipError::MissingFile {
+                dir: input.to_path_buf(),
+                what: "an fp32 encoder".into(),
+                path: from,
+            });
+        }
+        let (layers, before, after) = quantize_file(&from, &to)?;
+        report.files.push((to, layers, before, after));
+    }
+    Ok(report)
+}
+
+/// Copies every file under `from/rel` except those about to be written.
+fn copy_tree(from: &Path, to: &Path, rel: &Path, skip: &HashSet<&str>) -> Result<(), ClipError> {
+    let dir = from.join(rel);
+    let entries = std::fs::read_dir(&dir).map_err(|e| bad(&dir, e.to_string()))?;
+    std::fs::create_dir_all(to.join(rel)).map_err(|e| bad(&to.join(rel), e.to_string()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| bad(&dir, e.to_string()))?;
+        let rel = rel.join(entry.file_name());
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(from, to, &rel, skip)?;
+        } else if !skip.contains(rel.to_string_lossy().as_ref()) {
+            std::fs::copy(&path, to.join(&rel)).map_err(|e| bad(&path, e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_symmetric_and_round_trip_within_half_a_step() {
+        let (k, n) = (5, 3);
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1 * (1 + i % n) as f32)
+            .collect();
+        let (q, scales) = quantize_columns(&w, k, n);
+        for (i, (q, w)) in q.iter().zip(&w).enumerate() {
+            let s = scales[i % n];
+            assert!((*q as f32 * s - w).abs() <= s / 2.0 + 1e-7);
+            assert!(*q >= -127);
+        }
+        // Each column's largest magnitude maps to ±127.
+        for c in 0..n {
+            assert!((0..k).any(|r| q[r * n + c].abs() == 127));
+        }
+    }
+}
