@@ -7,7 +7,8 @@
 #
 # Env: CLIPTAG_CACHE (~/.cache/cliptag: venvs and generated models live there, outside the
 # repo), MODEL (a Xenova-layout dir to use instead), THREADS (all cores), PROFILE (release),
-# ROUNDS (5), ITERS (5), BATCHES (1,8).
+# ROUNDS (5), ITERS (5), BATCHES (1,8). The shipped build is generic; to compare a native one:
+#   RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR=target/native scripts/bench-clip.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,8 @@ THREADS=${THREADS:-$(nproc)}
 ROUNDS=${ROUNDS:-5}
 ITERS=${ITERS:-5}
 BATCHES=${BATCHES:-1,8}
-case "$PROFILE" in dev) outdir=target/debug ;; *) outdir=target/$PROFILE ;; esac
+target_dir=${CARGO_TARGET_DIR:-target}
+case "$PROFILE" in dev) outdir=$target_dir/debug ;; *) outdir=$target_dir/$PROFILE ;; esac
 mkdir -p "$cache"
 
 # onnxruntime pinned, in a venv of its own.
