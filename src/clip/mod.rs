@@ -632,9 +632,15 @@ fn with_hot_pool<R>(work: impl FnOnce() -> R) -> R {
             }
         });
     }
-    let out = work();
-    running.store(false, Ordering::Release);
-    out
+    // Stops the keepers however `work` ends, a panic included.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let _stop = Stop(running);
+    work()
 }
 
 /// The thread pool tract's matrix products use; `threads == 0` means one per core.

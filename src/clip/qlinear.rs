@@ -13,10 +13,11 @@
 //!   output matches the unfused graph bit for bit. The kernel multiplies `i8 × i8`, so both
 //!   sides move by 128 (`u8 ^ 0x80`) and the corrections absorb the shift:
 //!   `Σ(a′ − za′)(w′ − zw′) = Σa′w′ − zw′·Σa′ − za′·(Σw′ − K·zw′)` with `a′ = a − 128` etc.
-//! - Weights are packed once per layer and shared by every plan (batch size) of an encoder,
-//!   through the cache the caller passes in: four batch plans do not mean four packed copies.
-//! - The kernel is tract-linalg's own choice for this CPU at run time (AVX-512 VNNI, AVX2,
-//!   NEON dot product, …), so a generic x86-64 or aarch64 build gets the fast one.
+//! - Weights are packed once, when the encoder's graph is typed at load with a symbolic
+//!   batch; every batch size's plan derives from that graph and shares them.
+//! - The kernel is one of tract-linalg's for this CPU, found at run time (AVX-512 VNNI, AVX2,
+//!   NEON dot product, …) and picked by timing it on the layer's shape, so a generic x86-64
+//!   or aarch64 build gets the fast one.
 //! - Leading axes are flattened: a `[batch, tokens, K]` input is one `[batch·tokens, K]`
 //!   matmul, not `batch` small ones.
 //! - Anything that does not match the pattern exactly is left to tract.
@@ -56,8 +57,7 @@ pub struct PackedLinear {
     fingerprint: u64,
 }
 
-/// Packed layers of one encoder, keyed by the layer's node name, shared across its plans,
-/// and the kernel they were packed for.
+/// Layers packed during one pass, keyed by node name, and the kernel chosen for them.
 #[derive(Default)]
 pub struct PackedCache {
     layers: HashMap<String, Arc<PackedLinear>>,
