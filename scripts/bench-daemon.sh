@@ -7,7 +7,7 @@
 #   scripts/bench-daemon.sh                 # 30 minutes, tiny fixture model
 #   DURATION=120 MODEL=/tmp/vitb32 scripts/bench-daemon.sh
 #
-# Env: MALLOC_ARENA_MAX (passed through; the systemd unit sets 2), DURATION (s, 1800), INTERVAL (s between RSS samples, 60), RESTART_EVERY (s, 300;
+# Env: MALLOC_ARENA_MAX (passed through; cliptag sets 2 itself when unset), DURATION (s, 1800), INTERVAL (s between RSS samples, 60), RESTART_EVERY (s, 300;
 # 0 = never), MODEL (models/tiny-clip), PROFILE (dev), FPS (1.0), WINDOW (10.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -291,9 +291,9 @@ impl Encoder {
         let batch_symbol = fixed_batch
             .is_none()
             .then(|| model.symbols.sym("cliptag_batch"));
-        let batch: TDim = match (&batch_symbol, fixed_batch) {
-            (Some(symbol), _) => symbol.clone().into(),
-            (None, fixed) => fixed.unwrap_or(1).into(),
+        let batch: TDim = match &batch_symbol {
+            Some(symbol) => symbol.clone().into(),
+            None => fixed_batch.unwrap_or(1).into(),
         };
         let typed = Self::typed(model, &input_types, &batch, &item_shape, &output_name, half)
             .map_err(|e| onnx_err(format_err(&e)))?;
@@ -374,8 +374,7 @@ impl Encoder {
         // CLIPTAG_GRAPH_PASSES ("qlinear,fold,quantize" by default, "none" to turn them all
         // off) exists to measure the passes.
         if graph_passes().contains("qlinear") {
-            let fused =
-                qlinear::fuse_quantized_linear(&mut typed, &mut qlinear::PackedCache::default())?;
+            let fused = qlinear::fuse_quantized_linear(&mut typed)?;
             tracing::debug!(fused, "fused int8 linear layers");
         }
         Ok(typed)

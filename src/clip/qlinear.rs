@@ -24,7 +24,6 @@
 //! - Stands for an upstream change: tract could fuse the zero-point corrections, cast and
 //!   per-column scale into the matmul's epilogue itself.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -55,13 +54,6 @@ pub struct PackedLinear {
     weight_scale: Vec<f32>,
     bias: Option<Vec<f32>>,
     fingerprint: u64,
-}
-
-/// Layers packed during one pass, keyed by node name, and the kernel chosen for them.
-#[derive(Default)]
-pub struct PackedCache {
-    layers: HashMap<String, Arc<PackedLinear>>,
-    kernel: Option<(Box<dyn MatMatMul>, usize)>,
 }
 
 /// A kernel and the index of the packing it is used with.
@@ -133,24 +125,11 @@ impl EvalOp for QuantizedLinear {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let layer = &*self.layer;
         let (k, n) = (layer.k, layer.n);
-        let activations = inputs[0].try_as_plain_ram()?;
         let scale = *inputs[1].try_as_plain_ram()?.to_scalar::<f32>()?;
         let zero = inputs[2].cast_to_scalar::<i32>()?;
-        let (shifted, row_sums, zero_shifted) = match inputs[0].datum_type() {
-            DatumType::U8 => {
-                let (s, r) = shift_rows(activations.as_slice::<u8>()?, k, layer.k_padded, 0x80);
-                (s, r, zero - 128)
-            }
-            DatumType::I8 => {
-                let bytes = activations.as_slice::<i8>()?;
-                // SAFETY: i8 and u8 have the same size and alignment.
-                let bytes =
-                    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const u8, bytes.len()) };
-                let (s, r) = shift_rows(bytes, k, layer.k_padded, 0);
-                (s, r, zero)
-            }
-            other => bail!("QuantizedLinear: activations are {other:?}, expected U8 or I8"),
-        };
+        let (bytes, flip) = int8_bytes(&inputs[0])?;
+        let (shifted, row_sums) = shift_rows(bytes, k, layer.k_padded, flip);
+        let zero_shifted = zero - if flip == 0 { 0 } else { 128 };
         let m = row_sums.len();
         let a = Tensor::from_shape(&[m, layer.k_padded], &shifted)?;
         let (a_format, _) = &layer.kernel.packings()[layer.packing];
@@ -218,6 +197,24 @@ fn epilogue(
         }
     }
 }
+}
+
+/// The bytes of a u8 or i8 tensor, and what XOR turns them into `i8` values offset as the
+/// kernel takes them: 0x80 for u8 (`u8 − 128`), 0 for i8.
+fn int8_bytes(t: &Tensor) -> TractResult<(&[u8], u8)> {
+    let plain = t.try_as_plain_ram()?;
+    match t.datum_type() {
+        DatumType::U8 => Ok((plain.as_slice::<u8>()?, 0x80)),
+        DatumType::I8 => {
+            let s = plain.as_slice::<i8>()?;
+            // SAFETY: i8 and u8 have the same size and alignment.
+            Ok((
+                unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, s.len()) },
+                0,
+            ))
+        }
+        other => bail!("QuantizedLinear: {other:?} values, expected U8 or I8"),
+    }
 }
 
 with_avx2! {
@@ -577,19 +574,7 @@ fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
     let alignment = a_format.k_alignment().max(b_format.k_alignment()).max(1);
     let k_padded = k.next_multiple_of(alignment);
 
-    let flip = if found.weights.datum_type() == DatumType::U8 {
-        0x80u8
-    } else {
-        0
-    };
-    let plain = found.weights.try_as_plain_ram()?;
-    let raw: &[u8] = match found.weights.datum_type() {
-        DatumType::U8 => plain.as_slice::<u8>()?,
-        _ => {
-            let s = plain.as_slice::<i8>()?;
-            unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, s.len()) }
-        }
-    };
+    let (raw, flip) = int8_bytes(&found.weights)?;
     let mut shifted = vec![0i8; k_padded * n];
     let mut column_sum = vec![0i32; n];
     shift_weights(raw, flip, n, &mut shifted, &mut column_sum);
@@ -641,10 +626,7 @@ fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
 }
 
 /// Fuses every matching layer of a decluttered typed model; returns how many.
-pub fn fuse_quantized_linear(
-    model: &mut TypedModel,
-    cache: &mut PackedCache,
-) -> TractResult<usize> {
+pub fn fuse_quantized_linear(model: &mut TypedModel) -> TractResult<usize> {
     let candidates: Vec<usize> = model
         .nodes()
         .iter()
@@ -652,28 +634,21 @@ pub fn fuse_quantized_linear(
         .map(|n| n.id)
         .collect();
     let mut fused = 0;
+    let mut kernel: Option<Choice> = None;
     for id in candidates {
         let Some(found) = find(model, id) else {
             continue;
         };
         let name = model.node(id).name.clone();
-        let layer = match cache.layers.get(&name) {
-            Some(layer) => layer.clone(),
+        // One timing per encoder: its layers differ in shape, not in what suits the CPU.
+        let choice = match &kernel {
+            Some(choice) => choice.clone(),
             None => {
                 let (k, n) = (found.weights.shape()[0], found.weights.shape()[1]);
-                let choice = match &cache.kernel {
-                    Some(choice) => choice.clone(),
-                    None => {
-                        let choice = choose_kernel(found.rows, k, n)?;
-                        cache.kernel = Some(choice.clone());
-                        choice
-                    }
-                };
-                let layer = Arc::new(pack(&found, choice)?);
-                cache.layers.insert(name.clone(), layer.clone());
-                layer
+                kernel.insert(choose_kernel(found.rows, k, n)?).clone()
             }
         };
+        let layer = Arc::new(pack(&found, choice)?);
         let mut patch = TypedModelPatch::new(format!("fuse {name}"));
         let inputs = [found.activations, found.scale, found.zero]
             .iter()
@@ -901,8 +876,7 @@ mod fixture_tests {
                 .filter(|n| n.op_as::<EinSum>().is_some_and(|e| e.q_params.is_some()))
                 .count();
             let mut fused_model = model.clone();
-            let fused =
-                fuse_quantized_linear(&mut fused_model, &mut PackedCache::default()).unwrap();
+            let fused = fuse_quantized_linear(&mut fused_model).unwrap();
             // The patch embedding of the vision tower is a convolution, not an EinSum.
             assert!(fused >= 12, "{file}: only {fused} layers fused");
             assert_eq!(
