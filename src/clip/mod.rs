@@ -10,6 +10,7 @@
 //! - Every embedding leaves this module L2-normalised.
 //! - The model id is a content hash of the two ONNX files, so a changed model is noticed.
 
+pub mod attention;
 pub mod check;
 pub mod fold;
 pub mod int8_export;
@@ -371,11 +372,15 @@ impl Encoder {
         }
         let mut typed = typed.into_decluttered()?;
         // The int8 layers are fused while the graph still reads as onnxruntime wrote it.
-        // CLIPTAG_GRAPH_PASSES ("qlinear,fold,quantize" by default, "none" to turn them all
+        // CLIPTAG_GRAPH_PASSES ("qlinear,attention,fold,quantize" by default, "none" to turn them all
         // off) exists to measure the passes.
         if graph_passes().contains("qlinear") {
             let fused = qlinear::fuse_quantized_linear(&mut typed)?;
             tracing::debug!(fused, "fused int8 linear layers");
+        }
+        if graph_passes().contains("attention") {
+            let fused = attention::fuse_attention(&mut typed)?;
+            tracing::debug!(fused, "fused attention cores");
         }
         Ok(typed)
     }
@@ -598,7 +603,8 @@ pub fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
 
 /// Which of our graph passes run: `CLIPTAG_GRAPH_PASSES`, for measuring them.
 fn graph_passes() -> String {
-    std::env::var("CLIPTAG_GRAPH_PASSES").unwrap_or_else(|_| "qlinear,fold,quantize".into())
+    std::env::var("CLIPTAG_GRAPH_PASSES")
+        .unwrap_or_else(|_| "qlinear,attention,fold,quantize".into())
 }
 
 /// Runs `work` on the current pool thread while the pool's other threads stay awake.

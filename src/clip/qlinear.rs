@@ -27,7 +27,9 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul, MmmDispatch, Query};
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -42,7 +44,10 @@ use super::simd::with_avx2;
 pub struct PackedLinear {
     kernel: Box<dyn MatMatMul>,
     packing: usize,
-    weights: Box<dyn MMMInputValue>,
+    /// Column blocks of `block` columns (the last may be narrower), each packed alone: one
+    /// block's product and epilogue are one task for the thread pool.
+    weights: Vec<Box<dyn MMMInputValue>>,
+    block: usize,
     /// The reduction length, before padding to the packing's alignment.
     k: usize,
     k_padded: usize,
@@ -134,28 +139,6 @@ impl EvalOp for QuantizedLinear {
         let a = Tensor::from_shape(&[m, layer.k_padded], &shifted)?;
         let (a_format, _) = &layer.kernel.packings()[layer.packing];
         let packed = a_format.prepare_one(&a, 1, 0)?;
-        // Every element is stored by the kernel.
-        let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, n])? };
-        unsafe {
-            let store = layer
-                .kernel
-                .c_from_data_and_strides(4, n as isize, 1)
-                .wrap(&acc.view_mut());
-            layer.kernel.run(
-                m,
-                n,
-                &[
-                    FusedSpec::AddMatMul {
-                        a: AsInputValue::Borrowed(&*packed),
-                        b: AsInputValue::Borrowed(&*layer.weights),
-                        packing: layer.packing,
-                    },
-                    FusedSpec::Store(store),
-                ],
-            )?;
-        }
-        let acc = acc.try_as_plain_ram()?;
-        let acc = acc.as_slice::<i32>()?;
         let column_scale: Vec<f32> = layer.weight_scale.iter().map(|w| w * scale).collect();
         let column_term: Vec<i32> = layer
             .column_term
@@ -167,30 +150,117 @@ impl EvalOp for QuantizedLinear {
         {
             let mut plain = out.try_as_plain_ram_mut()?;
             let ys = plain.as_slice_mut::<f32>()?;
-            epilogue(ys, acc, &row_sums, layer, &column_term, &column_scale);
+            ensure!(
+                ys.len() == m * n,
+                "QuantizedLinear: output of {} values",
+                ys.len()
+            );
+            let rows = Rows(ys.as_mut_ptr());
+            let task = |(ix, weights): (usize, &dyn MMMInputValue)| -> TractResult<()> {
+                let first = ix * layer.block;
+                let columns = first..(first + layer.block).min(n);
+                // Every element is stored by the kernel.
+                let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, columns.len()])? };
+                // One thread per block: the pool's threads share the blocks instead.
+                multithread_tract_scope(Executor::SingleThread, || unsafe {
+                    let store = layer
+                        .kernel
+                        .c_from_data_and_strides(4, columns.len() as isize, 1)
+                        .wrap(&acc.view_mut());
+                    layer.kernel.run(
+                        m,
+                        columns.len(),
+                        &[
+                            FusedSpec::AddMatMul {
+                                a: AsInputValue::Borrowed(&*packed),
+                                b: AsInputValue::Borrowed(weights),
+                                packing: layer.packing,
+                            },
+                            FusedSpec::Store(store),
+                        ],
+                    )
+                })?;
+                let acc = acc.try_as_plain_ram()?;
+                let terms = ColumnTerms {
+                    neg_weight_zero: &layer.neg_weight_zero[columns.clone()],
+                    column_term: &column_term[columns.clone()],
+                    column_scale: &column_scale[columns.clone()],
+                    bias: layer.bias.as_ref().map(|b| &b[columns.clone()]),
+                };
+                // SAFETY: `rows` holds m rows of n values; this block writes only its columns.
+                unsafe {
+                    epilogue(
+                        rows,
+                        n,
+                        columns.start,
+                        acc.as_slice::<i32>()?,
+                        &row_sums,
+                        &terms,
+                    )
+                };
+                Ok(())
+            };
+            // Only inside the encoder's pool: elsewhere rayon would start a global pool.
+            if rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1 {
+                layer
+                    .weights
+                    .par_iter()
+                    .map(|w| &**w)
+                    .enumerate()
+                    .try_for_each(task)?;
+            } else {
+                layer
+                    .weights
+                    .iter()
+                    .map(|w| &**w)
+                    .enumerate()
+                    .try_for_each(task)?;
+            }
         }
         Ok(tvec!(out.into_tvalue()))
     }
 }
 
+/// An output that tasks write disjoint column blocks of.
+#[derive(Clone, Copy)]
+struct Rows(*mut f32);
+// SAFETY: each task writes only its own block of columns.
+unsafe impl Send for Rows {}
+unsafe impl Sync for Rows {}
+
+/// The per-column constants of one block, with the activations' scale and zero point folded in.
+struct ColumnTerms<'a> {
+    neg_weight_zero: &'a [i32],
+    column_term: &'a [i32],
+    column_scale: &'a [f32],
+    bias: Option<&'a [f32]>,
+}
+
 with_avx2! {
-/// The exact integer sums, then scale and bias as the unfused graph applies them.
-fn epilogue(
-    ys: &mut [f32],
+/// The exact integer sums of one column block (`acc`, rows × block), then scale and bias as
+/// the unfused graph applies them, into the block's columns of the `n`-wide rows at `out`.
+unsafe fn epilogue(
+    out: Rows,
+    n: usize,
+    first_column: usize,
     acc: &[i32],
     row_sums: &[i32],
-    layer: &PackedLinear,
-    column_term: &[i32],
-    column_scale: &[f32],
+    terms: &ColumnTerms,
 ) {
-    let n = layer.n;
-    for ((y_row, acc_row), &row_sum) in ys.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(row_sums) {
-        let terms = acc_row.iter().zip(&layer.neg_weight_zero).zip(column_term).zip(column_scale);
-        for (y, (((&a, &z), &c), &s)) in y_row.iter_mut().zip(terms) {
+    let width = terms.column_scale.len();
+    for (row, (acc_row, &row_sum)) in acc.chunks_exact(width).zip(row_sums).enumerate() {
+        // SAFETY: the caller gives rows of n values and a block within them.
+        let y_row = unsafe { std::slice::from_raw_parts_mut(out.0.add(row * n + first_column), width) };
+        let columns = acc_row
+            .iter()
+            .zip(terms.neg_weight_zero)
+            .zip(terms.column_term)
+            .zip(terms.column_scale);
+        for (y, (((&a, &z), &c), &s)) in y_row.iter_mut().zip(columns) {
             let exact = a.wrapping_add(row_sum.wrapping_mul(z)).wrapping_add(c);
             *y = exact as f32 * s;
         }
-        if let Some(bias) = &layer.bias {
+        if let Some(bias) = terms.bias {
             for (y, b) in y_row.iter_mut().zip(bias) {
                 *y += b;
             }
@@ -568,6 +638,14 @@ fn choose_kernel(rows: usize, k: usize, n: usize) -> TractResult<Choice> {
         .ok_or_else(|| format_err!("no int8 matmul kernel for k={k} n={n}"))
 }
 
+/// Columns per block: a few blocks per thread for an even share (8 blocks for the narrow
+/// layers, 128 columns each for the wide ones), whole kernel panels, and few enough that
+/// each block still runs a kernel-sized product.
+fn block_width(n: usize, panel: usize) -> usize {
+    let width = n.div_ceil(8).clamp(64, 128);
+    width.next_multiple_of(panel.max(1))
+}
+
 fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
     let (k, n) = (found.weights.shape()[0], found.weights.shape()[1]);
     let (a_format, b_format) = &kernel.packings()[packing];
@@ -578,8 +656,19 @@ fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
     let mut shifted = vec![0i8; k_padded * n];
     let mut column_sum = vec![0i32; n];
     shift_weights(raw, flip, n, &mut shifted, &mut column_sum);
-    let shifted = Tensor::from_shape(&[k_padded, n], &shifted)?;
-    let weights = b_format.prepare_one(&shifted, 0, 1)?;
+    let block = block_width(n, kernel.nr());
+    let weights = (0..n)
+        .step_by(block)
+        .map(|first| {
+            let width = block.min(n - first);
+            let columns: Vec<i8> = shifted
+                .chunks_exact(n)
+                .flat_map(|row| &row[first..first + width])
+                .copied()
+                .collect();
+            b_format.prepare_one(&Tensor::from_shape(&[k_padded, width], &columns)?, 0, 1)
+        })
+        .collect::<TractResult<Vec<_>>>()?;
 
     let zero_offset = if found.weight_zero.datum_type() == DatumType::U8 {
         128
@@ -614,6 +703,7 @@ fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
         kernel,
         packing,
         weights,
+        block,
         k,
         k_padded,
         n,
@@ -741,7 +831,13 @@ mod tests {
             (7, 37, 19, false, true, false, false),
             (154, 96, 33, true, false, true, false),
             (1, 8, 8, true, true, false, true),
+            // Nine column blocks, the last one partial.
+            (33, 40, 1100, false, true, true, true),
         ];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         for (m, k, n, a_signed, w_signed, per_column, with_bias) in cases {
             let a_bytes: Vec<u8> = (0..m * k).map(|_| rng.byte()).collect();
             let w_bytes: Vec<u8> = (0..k * n).map(|_| rng.byte()).collect();
@@ -776,22 +872,27 @@ mod tests {
                     dropped_axes: tvec![],
                 };
                 let zero_tensor = bytes_tensor(a_signed, &[], &[a_zero]);
-                let out = op
-                    .eval(
-                        &EvalContext::out_of_plan(),
-                        tvec![
-                            bytes_tensor(a_signed, &[m, k], &a_bytes).into_tvalue(),
-                            tensor0(a_scale).into_tvalue(),
-                            zero_tensor.into_tvalue(),
-                        ],
-                    )
-                    .unwrap();
-                let got = out[0]
-                    .try_as_plain_ram()
-                    .unwrap()
-                    .as_slice::<f32>()
-                    .unwrap()
-                    .to_vec();
+                let eval = || {
+                    let out = op
+                        .eval(
+                            &EvalContext::out_of_plan(),
+                            tvec![
+                                bytes_tensor(a_signed, &[m, k], &a_bytes).into_tvalue(),
+                                tensor0(a_scale).into_tvalue(),
+                                zero_tensor.clone().into_tvalue(),
+                            ],
+                        )
+                        .unwrap();
+                    out[0]
+                        .try_as_plain_ram()
+                        .unwrap()
+                        .as_slice::<f32>()
+                        .unwrap()
+                        .to_vec()
+                };
+                let got = eval();
+                // The column blocks shared out by a pool give the same values.
+                assert_eq!(got, pool.install(eval), "case m={m} k={k} n={n}, in a pool");
                 let want = reference(
                     &as_ints(a_signed, &a_bytes),
                     as_ints(a_signed, &[a_zero])[0],

@@ -29,6 +29,29 @@ macro_rules! with_avx2 {
             body($($arg),*)
         }
     };
+    // The same for an `unsafe fn`: the caller upholds its contract for either copy.
+    ($(#[$meta:meta])* $vis:vis unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            unsafe fn body($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    unsafe { body($($arg),*) }
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU reports both features `wide` was compiled for; the
+                    // caller upholds the function's own contract.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            // SAFETY: the caller upholds the function's own contract.
+            unsafe { body($($arg),*) }
+        }
+    };
 }
 
 pub(crate) use with_avx2;
