@@ -51,4 +51,4 @@ trap 'rm -rf "$inputs"' EXIT
 echo "tract build: profile $PROFILE, RUSTFLAGS=${RUSTFLAGS:-(none: generic target)}"
 "$venv/bin/python" scripts/bench_clip.py --model "$model" --threads "$THREADS" \
     --worker "$outdir/examples/bench_clip" --inputs "$inputs" \
-    --rounds "$ROUNDS" --iters "$ITERS" --batches "$BATCHES"
+    --rounds "$ROUNDS" --iters "$ITERS" --batches "$BATCHES" --settle-ms "${SETTLE_MS:-200}"

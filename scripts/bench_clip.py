@@ -123,6 +123,9 @@ def main():
     p.add_argument("--batches", default="1,8")
     p.add_argument("--variants", default="fp32,quantized")
     p.add_argument("--ort-worker", action="store_true")
+    p.add_argument("--settle-ms", type=float, default=200,
+                   help="idle time before each engine's runs, so neither runs while the"
+                   " other's threads still spin down")
     args = p.parse_args()
     if args.ort_worker:
         return ort_worker(args)
@@ -148,6 +151,7 @@ def main():
             order = (tract, ort) if r % 2 == 0 else (ort, tract)
             embeddings = {}
             for e in order:
+                time.sleep(args.settle_ms / 1e3)
                 times, embedding = e.run(*case, args.iters)
                 samples[(e.name, case)] += [t / case[2] for t in times]
                 embeddings[e.name] = embedding

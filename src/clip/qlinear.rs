@@ -28,13 +28,16 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use rayon::prelude::*;
+use tract_linalg::element_wise::ElementWise;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul, MmmDispatch, Query};
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
+use tract_linalg::routines::Func;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 
 use super::simd::with_avx2;
 
@@ -44,10 +47,12 @@ use super::simd::with_avx2;
 pub struct PackedLinear {
     kernel: Box<dyn MatMatMul>,
     packing: usize,
-    /// Column blocks of `block` columns (the last may be narrower), each packed alone: one
-    /// block's product and epilogue are one task for the thread pool.
-    weights: Vec<Box<dyn MMMInputValue>>,
-    block: usize,
+    /// Column blocks, each packed alone: one block's product and epilogue are one task for
+    /// the thread pool.
+    blocks: Vec<Block>,
+    /// The widths of the layer's outputs: one, or several for layers that read the same
+    /// input and were merged (attention's Q, K and V).
+    splits: TVec<usize>,
     /// The reduction length, before padding to the packing's alignment.
     k: usize,
     k_padded: usize,
@@ -69,11 +74,29 @@ pub struct QuantizedLinear {
     layer: Arc<PackedLinear>,
     /// Activation axes of size one that the matmul drops from its output.
     dropped_axes: TVec<usize>,
+    /// `x·sigmoid(α·x)` applied to the output (CLIP's QuickGELU, α = 1.702), as `α`'s bits.
+    quick_gelu: Option<u32>,
+}
+
+/// One column block of a layer's weights.
+#[derive(Debug)]
+struct Block {
+    weights: Box<dyn MMMInputValue>,
+    /// Which output the block belongs to, and its columns there.
+    output: usize,
+    first: usize,
+    width: usize,
+    /// Its first column among the layer's concatenated columns.
+    layer_first: usize,
 }
 
 impl QuantizedLinear {
-    fn output_shape<D: Clone + From<usize>>(&self, input: &[D]) -> TVec<D> {
-        output_shape(input, &self.dropped_axes, self.layer.n)
+    fn output_shapes<D: Clone + From<usize>>(&self, input: &[D]) -> TVec<TVec<D>> {
+        self.layer
+            .splits
+            .iter()
+            .map(|width| output_shape(input, &self.dropped_axes, *width))
+            .collect()
     }
 }
 
@@ -93,12 +116,15 @@ impl Hash for QuantizedLinear {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.layer.fingerprint.hash(state);
         self.dropped_axes.hash(state);
+        self.quick_gelu.hash(state);
     }
 }
 
 impl PartialEq for QuantizedLinear {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.layer, &other.layer) && self.dropped_axes == other.dropped_axes
+        Arc::ptr_eq(&self.layer, &other.layer)
+            && self.dropped_axes == other.dropped_axes
+            && self.quick_gelu == other.quick_gelu
     }
 }
 impl Eq for QuantizedLinear {}
@@ -110,10 +136,11 @@ impl Op for QuantizedLinear {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "k={} n={} kernel={}",
+            "k={} n={} kernel={} quick_gelu={:?}",
             self.layer.k,
             self.layer.n,
-            self.layer.kernel.name()
+            self.layer.kernel.name(),
+            self.quick_gelu.map(f32::from_bits)
         )])
     }
 
@@ -129,7 +156,7 @@ impl EvalOp for QuantizedLinear {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let layer = &*self.layer;
-        let (k, n) = (layer.k, layer.n);
+        let k = layer.k;
         let scale = *inputs[1].try_as_plain_ram()?.to_scalar::<f32>()?;
         let zero = inputs[2].cast_to_scalar::<i32>()?;
         let (bytes, flip) = int8_bytes(&inputs[0])?;
@@ -145,79 +172,83 @@ impl EvalOp for QuantizedLinear {
             .iter()
             .map(|c| c.wrapping_mul(zero_shifted))
             .collect();
-        let mut out =
-            unsafe { Tensor::uninitialized::<f32>(&self.output_shape(inputs[0].shape()))? };
-        {
+        let sigmoid = match self.quick_gelu {
+            Some(_) => Some(Func::Sigmoid.ew_f32()?),
+            None => None,
+        };
+        let mut outputs = self
+            .output_shapes(inputs[0].shape())
+            .iter()
+            .map(|shape| unsafe { Tensor::uninitialized::<f32>(shape) })
+            .collect::<TractResult<TVec<_>>>()?;
+        let mut rows = tvec![];
+        for (out, width) in outputs.iter_mut().zip(&layer.splits) {
             let mut plain = out.try_as_plain_ram_mut()?;
             let ys = plain.as_slice_mut::<f32>()?;
             ensure!(
-                ys.len() == m * n,
-                "QuantizedLinear: output of {} values",
+                ys.len() == m * width,
+                "QuantizedLinear: output of {} values, expected {m}×{width}",
                 ys.len()
             );
-            let rows = Rows(ys.as_mut_ptr());
-            let task = |(ix, weights): (usize, &dyn MMMInputValue)| -> TractResult<()> {
-                let first = ix * layer.block;
-                let columns = first..(first + layer.block).min(n);
-                // Every element is stored by the kernel.
-                let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, columns.len()])? };
-                // One thread per block: the pool's threads share the blocks instead.
-                multithread_tract_scope(Executor::SingleThread, || unsafe {
-                    let store = layer
-                        .kernel
-                        .c_from_data_and_strides(4, columns.len() as isize, 1)
-                        .wrap(&acc.view_mut());
-                    layer.kernel.run(
-                        m,
-                        columns.len(),
-                        &[
-                            FusedSpec::AddMatMul {
-                                a: AsInputValue::Borrowed(&*packed),
-                                b: AsInputValue::Borrowed(weights),
-                                packing: layer.packing,
-                            },
-                            FusedSpec::Store(store),
-                        ],
-                    )
-                })?;
-                let acc = acc.try_as_plain_ram()?;
-                let terms = ColumnTerms {
-                    neg_weight_zero: &layer.neg_weight_zero[columns.clone()],
-                    column_term: &column_term[columns.clone()],
-                    column_scale: &column_scale[columns.clone()],
-                    bias: layer.bias.as_ref().map(|b| &b[columns.clone()]),
-                };
-                // SAFETY: `rows` holds m rows of n values; this block writes only its columns.
-                unsafe {
-                    epilogue(
-                        rows,
-                        n,
-                        columns.start,
-                        acc.as_slice::<i32>()?,
-                        &row_sums,
-                        &terms,
-                    )
-                };
-                Ok(())
-            };
-            // Only inside the encoder's pool: elsewhere rayon would start a global pool.
-            if rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1 {
-                layer
-                    .weights
-                    .par_iter()
-                    .map(|w| &**w)
-                    .enumerate()
-                    .try_for_each(task)?;
-            } else {
-                layer
-                    .weights
-                    .iter()
-                    .map(|w| &**w)
-                    .enumerate()
-                    .try_for_each(task)?;
-            }
+            rows.push(Rows(ys.as_mut_ptr()));
         }
-        Ok(tvec!(out.into_tvalue()))
+        let task = |block: &Block| -> TractResult<()> {
+            let (width, n) = (block.width, layer.splits[block.output]);
+            let rows = rows[block.output];
+            // Every element is stored by the kernel.
+            let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, width])? };
+            // One thread per block: the pool's threads share the blocks instead.
+            multithread_tract_scope(Executor::SingleThread, || unsafe {
+                let store = layer
+                    .kernel
+                    .c_from_data_and_strides(4, width as isize, 1)
+                    .wrap(&acc.view_mut());
+                layer.kernel.run(
+                    m,
+                    width,
+                    &[
+                        FusedSpec::AddMatMul {
+                            a: AsInputValue::Borrowed(&*packed),
+                            b: AsInputValue::Borrowed(&*block.weights),
+                            packing: layer.packing,
+                        },
+                        FusedSpec::Store(store),
+                    ],
+                )
+            })?;
+            let acc = acc.try_as_plain_ram()?;
+            let columns = block.layer_first..block.layer_first + width;
+            let terms = ColumnTerms {
+                neg_weight_zero: &layer.neg_weight_zero[columns.clone()],
+                column_term: &column_term[columns.clone()],
+                column_scale: &column_scale[columns.clone()],
+                bias: layer.bias.as_ref().map(|b| &b[columns.clone()]),
+            };
+            // SAFETY: `rows` holds m rows of n values; this block writes only its columns.
+            unsafe {
+                epilogue(
+                    rows,
+                    n,
+                    block.first,
+                    acc.as_slice::<i32>()?,
+                    &row_sums,
+                    &terms,
+                )
+            };
+            if let (Some(alpha), Some(sigmoid)) = (self.quick_gelu, &sigmoid) {
+                let columns = block.first..block.first + width;
+                // SAFETY: as above.
+                unsafe { quick_gelu(rows, n, columns, m, f32::from_bits(alpha), &**sigmoid)? };
+            }
+            Ok(())
+        };
+        // Only inside the encoder's pool: elsewhere rayon would start a global pool.
+        if rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1 {
+            layer.blocks.par_iter().try_for_each(task)?;
+        } else {
+            layer.blocks.iter().try_for_each(task)?;
+        }
+        Ok(outputs.into_iter().map(|t| t.into_tvalue()).collect())
     }
 }
 
@@ -267,6 +298,36 @@ unsafe fn epilogue(
         }
     }
 }
+}
+
+/// `y·sigmoid(α·y)` over one column block, with the steps and the sigmoid kernel of tract's
+/// unfused `Mul → Sigmoid → Mul`, so the values are the same.
+///
+/// # Safety
+/// `out` holds `m` rows of `n` values and `columns` lies within them.
+unsafe fn quick_gelu(
+    out: Rows,
+    n: usize,
+    columns: std::ops::Range<usize>,
+    m: usize,
+    alpha: f32,
+    sigmoid: &dyn ElementWise<f32>,
+) -> TractResult<()> {
+    let width = columns.len();
+    let row = |r: usize| unsafe {
+        std::slice::from_raw_parts_mut(out.0.add(r * n + columns.start), width)
+    };
+    let mut gate = Vec::with_capacity(m * width);
+    for r in 0..m {
+        gate.extend(row(r).iter().map(|y| y * alpha));
+    }
+    sigmoid.run(&mut gate)?;
+    for (r, gate) in gate.chunks_exact(width).enumerate() {
+        for (y, g) in row(r).iter_mut().zip(gate) {
+            *y *= g;
+        }
+    }
+    Ok(())
 }
 
 /// The bytes of a u8 or i8 tensor, and what XOR turns them into `i8` values offset as the
@@ -322,15 +383,18 @@ fn shift_rows(bytes: &[u8], k: usize, k_padded: usize, flip: u8) -> (Vec<i8>, Ve
 
 impl TypedOp for QuantizedLinear {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(
-            &*self.output_shape(&inputs[0].shape.to_tvec())
-        )))
+        Ok(self
+            .output_shapes(&inputs[0].shape.to_tvec())
+            .iter()
+            .map(|shape| f32::fact(&**shape))
+            .collect())
     }
 
     as_op!();
 }
 
 /// What the pass found around one integer matmul.
+#[derive(Clone)]
 struct Found {
     /// Outputs feeding the fused op: quantized activations, their scale, their zero point.
     activations: OutletId,
@@ -646,7 +710,8 @@ fn block_width(n: usize, panel: usize) -> usize {
     width.next_multiple_of(panel.max(1))
 }
 
-fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
+/// Packs a layer whose columns are `splits` outputs side by side (one output: `[n]`).
+fn pack(found: &Found, (kernel, packing): Choice, splits: &[usize]) -> TractResult<PackedLinear> {
     let (k, n) = (found.weights.shape()[0], found.weights.shape()[1]);
     let (a_format, b_format) = &kernel.packings()[packing];
     let alignment = a_format.k_alignment().max(b_format.k_alignment()).max(1);
@@ -656,19 +721,34 @@ fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
     let mut shifted = vec![0i8; k_padded * n];
     let mut column_sum = vec![0i32; n];
     shift_weights(raw, flip, n, &mut shifted, &mut column_sum);
-    let block = block_width(n, kernel.nr());
-    let weights = (0..n)
-        .step_by(block)
-        .map(|first| {
-            let width = block.min(n - first);
+    ensure!(
+        splits.iter().sum::<usize>() == n,
+        "outputs {splits:?} for {n} columns"
+    );
+    let mut blocks = vec![];
+    let mut layer_first = 0;
+    for (output, &output_width) in splits.iter().enumerate() {
+        let block = block_width(output_width, kernel.nr());
+        for first in (0..output_width).step_by(block) {
+            let width = block.min(output_width - first);
+            let from = layer_first + first;
             let columns: Vec<i8> = shifted
                 .chunks_exact(n)
-                .flat_map(|row| &row[first..first + width])
+                .flat_map(|row| &row[from..from + width])
                 .copied()
                 .collect();
-            b_format.prepare_one(&Tensor::from_shape(&[k_padded, width], &columns)?, 0, 1)
-        })
-        .collect::<TractResult<Vec<_>>>()?;
+            let weights =
+                b_format.prepare_one(&Tensor::from_shape(&[k_padded, width], &columns)?, 0, 1)?;
+            blocks.push(Block {
+                weights,
+                output,
+                first,
+                width,
+                layer_first: from,
+            });
+        }
+        layer_first += output_width;
+    }
 
     let zero_offset = if found.weight_zero.datum_type() == DatumType::U8 {
         128
@@ -702,8 +782,8 @@ fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
     Ok(PackedLinear {
         kernel,
         packing,
-        weights,
-        block,
+        blocks,
+        splits: splits.into(),
         k,
         k_padded,
         n,
@@ -717,39 +797,158 @@ fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedLinear> {
 
 /// Fuses every matching layer of a decluttered typed model; returns how many.
 pub fn fuse_quantized_linear(model: &mut TypedModel) -> TractResult<usize> {
-    let candidates: Vec<usize> = model
+    // Layers that read the same quantized input (attention's Q, K and V) become one op with
+    // an output each: the input is shifted and packed once, and the pool shares out the
+    // blocks of all three together.
+    let mut groups: Vec<Vec<Found>> = vec![];
+    for id in model
         .nodes()
         .iter()
         .filter(|n| n.op_is::<EinSum>())
         .map(|n| n.id)
-        .collect();
-    let mut fused = 0;
-    let mut kernel: Option<Choice> = None;
-    for id in candidates {
+    {
         let Some(found) = find(model, id) else {
             continue;
         };
-        let name = model.node(id).name.clone();
+        match groups.iter_mut().find(|g| mergeable(&g[0], &found)) {
+            Some(group) => group.push(found),
+            None => groups.push(vec![found]),
+        }
+    }
+    let mut fused = 0;
+    let mut kernel: Option<Choice> = None;
+    for group in groups {
+        let name = model.node(group[0].last).name.clone();
+        let splits: TVec<usize> = group.iter().map(|f| f.weights.shape()[1]).collect();
+        let merged = merge(&group)?;
         // One timing per encoder: its layers differ in shape, not in what suits the CPU.
         let choice = match &kernel {
             Some(choice) => choice.clone(),
             None => {
-                let (k, n) = (found.weights.shape()[0], found.weights.shape()[1]);
-                kernel.insert(choose_kernel(found.rows, k, n)?).clone()
+                let (k, n) = (group[0].weights.shape()[0], splits[0]);
+                kernel.insert(choose_kernel(merged.rows, k, n)?).clone()
             }
         };
-        let layer = Arc::new(pack(&found, choice)?);
+        let layer = Arc::new(pack(&merged, choice, &splits)?);
         let mut patch = TypedModelPatch::new(format!("fuse {name}"));
-        let inputs = [found.activations, found.scale, found.zero]
+        let inputs = [merged.activations, merged.scale, merged.zero]
             .iter()
             .map(|o| patch.tap_model(model, *o))
             .collect::<TractResult<TVec<_>>>()?;
         let op = QuantizedLinear {
             layer,
-            dropped_axes: found.dropped_axes.clone(),
+            dropped_axes: merged.dropped_axes.clone(),
+            quick_gelu: None,
         };
-        let wire = patch.wire_node(format!("{name}.fused"), op, &inputs)?[0];
-        patch.shunt_outside(model, OutletId::new(found.last, 0), wire)?;
+        let wires = patch.wire_node(format!("{name}.fused"), op, &inputs)?;
+        for (found, wire) in group.iter().zip(wires) {
+            patch.shunt_outside(model, OutletId::new(found.last, 0), wire)?;
+        }
+        patch.apply(model)?;
+        fused += group.len();
+    }
+    if fused > 0 {
+        model.compact()?;
+        let gelus = fuse_quick_gelu(model)?;
+        tracing::debug!(gelus, "QuickGELU activations fused into int8 layers");
+    }
+    Ok(fused)
+}
+
+/// Whether two layers read the same quantized activations the same way, with weights of
+/// the same kind, so one op can compute both.
+fn mergeable(a: &Found, b: &Found) -> bool {
+    (a.activations, a.scale, a.zero) == (b.activations, b.scale, b.zero)
+        && a.dropped_axes == b.dropped_axes
+        && a.weights.datum_type() == b.weights.datum_type()
+        && a.weights.shape()[0] == b.weights.shape()[0]
+        && a.weight_zero.datum_type() == b.weight_zero.datum_type()
+}
+
+/// The layers of a group as one layer whose columns are theirs side by side.
+fn merge(group: &[Found]) -> TractResult<Found> {
+    let [first, rest @ ..] = group else {
+        bail!("an empty group of layers");
+    };
+    if rest.is_empty() {
+        return Ok(first.clone());
+    }
+    // Scalar zero points and scales become one value per column.
+    let per_column = |t: &Tensor, n: usize| -> TractResult<Tensor> {
+        if t.len() == 1 {
+            t.broadcast_scalar_to_shape(&[n])
+        } else {
+            Ok(t.clone())
+        }
+    };
+    let widths: Vec<usize> = group.iter().map(|f| f.weights.shape()[1]).collect();
+    let weights: Vec<&Tensor> = group.iter().map(|f| &*f.weights).collect();
+    let zeros = group
+        .iter()
+        .zip(&widths)
+        .map(|(f, n)| per_column(&f.weight_zero, *n))
+        .collect::<TractResult<Vec<_>>>()?;
+    let scales = group
+        .iter()
+        .zip(&widths)
+        .map(|(f, n)| per_column(&*f.weight_scale.cast_to::<f32>()?, *n))
+        .collect::<TractResult<Vec<_>>>()?;
+    // A layer without a bias adds zeros: `y + 0.0` is `y`.
+    let bias = if group.iter().any(|f| f.bias.is_some()) {
+        let parts = group
+            .iter()
+            .zip(&widths)
+            .map(|(f, n)| match &f.bias {
+                Some(b) => b.cast_to::<f32>().map(|b| b.into_owned()),
+                None => Ok(Tensor::zero::<f32>(&[*n])?),
+            })
+            .collect::<TractResult<Vec<_>>>()?;
+        Some(Tensor::stack_tensors(0, &parts)?.into_arc_tensor())
+    } else {
+        None
+    };
+    Ok(Found {
+        weights: Tensor::stack_tensors(1, &weights)?.into_arc_tensor(),
+        weight_zero: Tensor::stack_tensors(0, &zeros)?.into_arc_tensor(),
+        weight_scale: Tensor::stack_tensors(0, &scales)?.into_arc_tensor(),
+        bias,
+        ..first.clone()
+    })
+}
+
+/// `y·sigmoid(α·y)` after a fused layer (`Mul(y, α) → Sigmoid → Mul(y, ·)`, CLIP's
+/// QuickGELU) moves into the layer's epilogue: three passes over a `[tokens, 4·width]`
+/// tensor fewer, done per column block while the block is in cache.
+fn fuse_quick_gelu(model: &mut TypedModel) -> TractResult<usize> {
+    let layers: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| {
+            n.op_as::<QuantizedLinear>()
+                .is_some_and(|q| q.quick_gelu.is_none())
+        })
+        .map(|n| n.id)
+        .collect();
+    let mut fused = 0;
+    for id in layers {
+        let Some((alpha, last)) = find_quick_gelu(model, id) else {
+            continue;
+        };
+        let node = model.node(id);
+        let Some(op) = node.op_as::<QuantizedLinear>() else {
+            continue;
+        };
+        let mut op = op.clone();
+        op.quick_gelu = Some(alpha.to_bits());
+        let name = node.name.clone();
+        let mut patch = TypedModelPatch::new(format!("quick gelu {name}"));
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|o| patch.tap_model(model, *o))
+            .collect::<TractResult<TVec<_>>>()?;
+        let wire = patch.wire_node(format!("{name}.gelu"), op, &inputs)?[0];
+        patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
         patch.apply(model)?;
         fused += 1;
     }
@@ -757,6 +956,45 @@ pub fn fuse_quantized_linear(model: &mut TypedModel) -> TractResult<usize> {
         model.compact()?;
     }
     Ok(fused)
+}
+
+/// `α` and the final Mul of a QuickGELU that takes layer `id`'s output and nothing else does.
+fn find_quick_gelu(model: &TypedModel, id: usize) -> Option<(f32, usize)> {
+    let successors: Vec<usize> = match model.node(id).outputs.as_slice() {
+        [o] if o.successors.len() == 2 => o.successors.iter().map(|s| s.node).collect(),
+        _ => return None,
+    };
+    // Which successor scales by α (then feeds only a Sigmoid), which multiplies by the gate.
+    for (scale, product) in [
+        (successors[0], successors[1]),
+        (successors[1], successors[0]),
+    ] {
+        let Some(scale_node) = binary_named(model, scale, "Mul") else {
+            continue;
+        };
+        let Some(alpha) = other_input(scale_node, id)
+            .and_then(|o| konst(model, o))
+            .filter(|k| k.len() == 1 && k.datum_type() == DatumType::F32)
+            .and_then(|k| k.cast_to_scalar::<f32>().ok())
+        else {
+            continue;
+        };
+        let Some(sigmoid) = single_successor(model, scale) else {
+            continue;
+        };
+        let is_sigmoid = model
+            .node(sigmoid)
+            .op_as::<ElementWiseOp>()
+            .is_some_and(|e| e.0.name() == "Sigmoid");
+        let Some(product_node) = binary_named(model, product, "Mul") else {
+            continue;
+        };
+        let gated = other_input(product_node, id).is_some_and(|o| o.node == sigmoid);
+        if is_sigmoid && gated && single_successor(model, sigmoid) == Some(product) {
+            return Some((alpha, product));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -867,9 +1105,16 @@ mod tests {
             assert!(!choices.is_empty());
             for choice in choices {
                 let kernel = choice.0.name().to_string();
+                // Wide layers are also packed as two outputs side by side, as merged layers are.
+                let splits: TVec<usize> = if n > 100 {
+                    tvec![n / 3, n - n / 3]
+                } else {
+                    tvec![n]
+                };
                 let op = QuantizedLinear {
-                    layer: Arc::new(pack(&found, choice).unwrap()),
+                    layer: Arc::new(pack(&found, choice, &splits).unwrap()),
                     dropped_axes: tvec![],
+                    quick_gelu: None,
                 };
                 let zero_tensor = bytes_tensor(a_signed, &[], &[a_zero]);
                 let eval = || {
@@ -883,12 +1128,25 @@ mod tests {
                             ],
                         )
                         .unwrap();
-                    out[0]
-                        .try_as_plain_ram()
-                        .unwrap()
-                        .as_slice::<f32>()
-                        .unwrap()
-                        .to_vec()
+                    // The outputs' rows side by side again.
+                    let parts: Vec<Vec<f32>> = out
+                        .iter()
+                        .map(|o| {
+                            o.try_as_plain_ram()
+                                .unwrap()
+                                .as_slice::<f32>()
+                                .unwrap()
+                                .to_vec()
+                        })
+                        .collect();
+                    (0..m)
+                        .flat_map(|row| {
+                            parts
+                                .iter()
+                                .zip(&splits)
+                                .flat_map(move |(p, w)| p[row * w..(row + 1) * w].to_vec())
+                        })
+                        .collect::<Vec<f32>>()
                 };
                 let got = eval();
                 // The column blocks shared out by a pool give the same values.
