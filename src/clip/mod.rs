@@ -374,11 +374,11 @@ impl Encoder {
         // The int8 layers are fused while the graph still reads as onnxruntime wrote it.
         // CLIPTAG_GRAPH_PASSES ("qlinear,attention,fold,quantize" by default, "none" to turn them all
         // off) exists to measure the passes.
-        if graph_passes().contains("qlinear") {
+        if graph_passes().contains(&"qlinear") {
             let fused = qlinear::fuse_quantized_linear(&mut typed)?;
             tracing::debug!(fused, "fused int8 linear layers");
         }
-        if graph_passes().contains("attention") {
+        if graph_passes().contains(&"attention") {
             let fused = attention::fuse_attention(&mut typed)?;
             tracing::debug!(fused, "fused attention cores");
         }
@@ -405,11 +405,11 @@ impl Encoder {
             .and_then(|mut m| {
                 // These run on the optimised graph: integer matmuls left to tract (the patch
                 // embedding's convolution) get their weight column sums during codegen.
-                if passes.contains("fold") {
+                if passes.contains(&"fold") {
                     let report = fold::fold_large_constant_chains(&mut m)?;
                     tracing::debug!(path = %self.path.display(), batch, chains = report.chains, nodes = report.nodes, "folded constant chains");
                 }
-                if passes.contains("quantize") {
+                if passes.contains(&"quantize") {
                     let swapped = quantize::vectorise_dynamic_quantize(&mut m)?;
                     tracing::debug!(path = %self.path.display(), batch, swapped, "vectorised DynamicQuantizeLinear");
                 }
@@ -602,9 +602,13 @@ pub fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
 }
 
 /// Which of our graph passes run: `CLIPTAG_GRAPH_PASSES`, for measuring them.
-fn graph_passes() -> String {
-    std::env::var("CLIPTAG_GRAPH_PASSES")
-        .unwrap_or_else(|_| "qlinear,attention,fold,quantize".into())
+fn graph_passes() -> Vec<&'static str> {
+    let chosen = std::env::var("CLIPTAG_GRAPH_PASSES")
+        .unwrap_or_else(|_| "qlinear,attention,fold,quantize".into());
+    ["qlinear", "attention", "fold", "quantize"]
+        .into_iter()
+        .filter(|pass| chosen.split(',').any(|c| c.trim() == *pass))
+        .collect()
 }
 
 /// Runs `work` on the current pool thread while the pool's other threads stay awake.
