@@ -160,12 +160,43 @@ impl EvalOp for QuantizedLinear {
         let scale = *inputs[1].try_as_plain_ram()?.to_scalar::<f32>()?;
         let zero = inputs[2].cast_to_scalar::<i32>()?;
         let (bytes, flip) = int8_bytes(&inputs[0])?;
-        let (shifted, row_sums) = shift_rows(bytes, k, layer.k_padded, flip);
         let zero_shifted = zero - if flip == 0 { 0 } else { 128 };
-        let m = row_sums.len();
-        let a = Tensor::from_shape(&[m, layer.k_padded], &shifted)?;
+        let m = bytes.len() / k;
+        let parallel = rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1;
+        // Many rows (a batch of items) are cut into bands, each shifted and packed by its own
+        // task, so that work is shared too; a band is a task's rows for every column block.
+        let band_rows = if parallel && m >= 128 {
+            m.div_ceil(rayon::current_num_threads())
+                .next_multiple_of(layer.kernel.mr())
+        } else {
+            m
+        };
         let (a_format, _) = &layer.kernel.packings()[layer.packing];
-        let packed = a_format.prepare_one(&a, 1, 0)?;
+        let band = |first: usize| -> TractResult<Band> {
+            let rows = band_rows.min(m - first);
+            let (shifted, row_sums) = shift_rows(
+                &bytes[first * k..(first + rows) * k],
+                k,
+                layer.k_padded,
+                flip,
+            );
+            let a = Tensor::from_shape(&[rows, layer.k_padded], &shifted)?;
+            Ok(Band {
+                first,
+                rows,
+                packed: a_format.prepare_one(&a, 1, 0)?,
+                row_sums,
+            })
+        };
+        let starts: Vec<usize> = (0..m).step_by(band_rows.max(1)).collect();
+        let bands: Vec<Band> = if parallel && starts.len() > 1 {
+            starts
+                .into_par_iter()
+                .map(band)
+                .collect::<TractResult<_>>()?
+        } else {
+            starts.into_iter().map(band).collect::<TractResult<_>>()?
+        };
         let column_scale: Vec<f32> = layer.weight_scale.iter().map(|w| w * scale).collect();
         let column_term: Vec<i32> = layer
             .column_term
@@ -192,9 +223,11 @@ impl EvalOp for QuantizedLinear {
             );
             rows.push(Rows(ys.as_mut_ptr()));
         }
-        let task = |block: &Block| -> TractResult<()> {
+        let task = |(band, block): (&Band, &Block)| -> TractResult<()> {
             let (width, n) = (block.width, layer.splits[block.output]);
-            let rows = rows[block.output];
+            let m = band.rows;
+            // SAFETY: the band's rows lie within the output.
+            let rows = Rows(unsafe { rows[block.output].0.add(band.first * n) });
             // Every element is stored by the kernel.
             let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, width])? };
             // One thread per block: the pool's threads share the blocks instead.
@@ -208,7 +241,7 @@ impl EvalOp for QuantizedLinear {
                     width,
                     &[
                         FusedSpec::AddMatMul {
-                            a: AsInputValue::Borrowed(&*packed),
+                            a: AsInputValue::Borrowed(&*band.packed),
                             b: AsInputValue::Borrowed(&*block.weights),
                             packing: layer.packing,
                         },
@@ -231,7 +264,7 @@ impl EvalOp for QuantizedLinear {
                     n,
                     block.first,
                     acc.as_slice::<i32>()?,
-                    &row_sums,
+                    &band.row_sums,
                     &terms,
                 )
             };
@@ -242,14 +275,30 @@ impl EvalOp for QuantizedLinear {
             }
             Ok(())
         };
+        let pairs = || {
+            bands
+                .iter()
+                .flat_map(|band| layer.blocks.iter().map(move |block| (band, block)))
+        };
         // Only inside the encoder's pool: elsewhere rayon would start a global pool.
-        if rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1 {
-            layer.blocks.par_iter().try_for_each(task)?;
+        if parallel {
+            pairs()
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .try_for_each(task)?;
         } else {
-            layer.blocks.iter().try_for_each(task)?;
+            pairs().try_for_each(task)?;
         }
         Ok(outputs.into_iter().map(|t| t.into_tvalue()).collect())
     }
+}
+
+/// Rows of the activations, shifted and packed for the kernel.
+struct Band {
+    first: usize,
+    rows: usize,
+    packed: Box<dyn MMMInputValue>,
+    row_sums: Vec<i32>,
 }
 
 /// An output that tasks write disjoint column blocks of.
