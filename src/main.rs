@@ -129,6 +129,8 @@ impl ModelArgs {
             self.variant.into(),
             self.layout.map(Into::into),
             self.threads,
+            // Loaded by the first text to embed: image-only commands never need it.
+            cliptag::clip::TextTower::WhenNeeded,
         )?)
     }
 }

@@ -97,7 +97,8 @@ fn our_int8_export_matches_transformers() {
     // The default variant picks the new int8 files.
     let model = ClipModel::load(&out, ModelVariant::Auto, 1).unwrap();
     assert_eq!(model.spec.variant, ModelVariant::Quantized);
-    assert!(model.graph_info().0.int8 && model.graph_info().1.int8);
+    let (vision, text) = model.graph_info().unwrap();
+    assert!(vision.int8 && text.int8);
     check_images_of(&model, "image_embeds", 0.999);
     // 0.997 for the 32-wide text tower (see below: its activations' dynamic quantization
     // alone costs ~0.002); symmetric weights give up one more step on its skewed columns
@@ -186,4 +187,49 @@ fn preprocessing_matches_clip_image_processor_on_real_frames() {
         let reference = read_f32s(&reference_dir().join(f["pixel_values"].as_str().unwrap()));
         assert_same_tensor(f["name"].as_str().unwrap(), &ours, &reference);
     }
+}
+
+/// A daemon holds the text tower only while it embeds labels: loaded on first use, dropped,
+/// loaded again from the same file with the same embeddings, and refused if the file changed
+/// on disk in between (its embeddings would be stored under the old model id).
+#[test]
+fn text_tower_loads_when_needed_and_is_released() {
+    use cliptag::clip::TextTower;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    for entry in walk(&tiny_model()) {
+        let to = dir.join(entry.strip_prefix(tiny_model()).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    let model =
+        ClipModel::load_with(&dir, ModelVariant::Fp32, None, 1, TextTower::WhenNeeded).unwrap();
+    let captions = vec!["a photo of a dog".to_string(), "a red car".to_string()];
+    let first = model.embed_texts(&captions).unwrap();
+    model.release_text_encoder();
+    let again = model.embed_texts(&captions).unwrap();
+    for ((_, a), (_, b)) in first.iter().zip(&again) {
+        assert!(cliptag::clip::cosine(a, b) >= 0.999_999);
+    }
+    model.release_text_encoder();
+    let text_file = model.spec.text.clone();
+    let bytes = std::fs::read(&text_file).unwrap();
+    std::fs::write(&text_file, [&bytes[..], b"\0"].concat()).unwrap();
+    let err = model.embed_texts(&captions).unwrap_err().to_string();
+    assert!(err.contains("changed on disk"), "{err}");
+    // The vision tower never depended on it.
+    assert!(model.embed_pixels(&[vec![0.0; 3 * 224 * 224]]).is_ok());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

@@ -63,7 +63,7 @@ fn immich_layout_is_detected_and_read_from_its_configs() {
     );
     assert_eq!(model.tokenizer.context_length(), 77);
     assert_eq!(model.embedding_dim, 24);
-    let (vision, text) = model.graph_info();
+    let (vision, text) = model.graph_info().unwrap();
     assert_eq!(
         vision.inputs[0],
         ("image".into(), "F32".into(), "[1, 3, 224, 224]".into())
@@ -343,7 +343,7 @@ fn text_models_with_an_attention_mask_input_are_fed_one() {
     std::fs::write(&path, onnx.encode_to_vec()).unwrap();
 
     let masked = ClipModel::load(&dir, ModelVariant::Fp32, 1).unwrap();
-    assert_eq!(masked.graph_info().1.inputs.len(), 2);
+    assert_eq!(masked.graph_info().unwrap().1.inputs.len(), 2);
     let plain = load("tiny-clip", ModelVariant::Fp32);
     let texts = vec!["a dog on the sofa".to_string(), "car".to_string()];
     for ((ids_a, a), (ids_b, b)) in masked

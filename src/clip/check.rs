@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{hash_files, ClipError, ClipModel, GraphInfo, Layout};
+use super::{hash_files, ClipError, ClipModel, GraphInfo, Layout, TextTower};
 use crate::config::ModelVariant;
 use crate::ingest::RgbImage;
 
@@ -18,6 +18,8 @@ pub struct CheckReport {
     pub model: ClipModel,
     pub files: Vec<FileReport>,
     pub self_test: Vec<String>,
+    /// What the graphs declare: (vision, text).
+    pub graphs: (GraphInfo, GraphInfo),
 }
 
 /// Load, describe and self-test a model directory.
@@ -27,7 +29,7 @@ pub fn check_model(
     layout: Option<Layout>,
     threads: usize,
 ) -> Result<CheckReport, ClipError> {
-    let model = ClipModel::load_with(dir, variant, layout, threads)?;
+    let model = ClipModel::load_with(dir, variant, layout, threads, TextTower::Now)?;
     let mut files = Vec::new();
     for path in model.spec.files() {
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -38,10 +40,12 @@ pub fn check_model(
         });
     }
     let self_test = self_test(&model)?;
+    let graphs = model.graph_info()?;
     Ok(CheckReport {
         model,
         files,
         self_test,
+        graphs,
     })
 }
 
@@ -139,7 +143,7 @@ impl fmt::Display for CheckReport {
                 file.path.display()
             )?;
         }
-        let (vision, text) = m.graph_info();
+        let (vision, text) = &self.graphs;
         write_graph(f, "vision", &m.spec.vision, vision)?;
         write_graph(f, "text", &m.spec.text, text)?;
         writeln!(f, "embedding width: {}", m.embedding_dim)?;

@@ -566,7 +566,31 @@ pub struct ClipModel {
     pub embedding_dim: usize,
     pub load_time: Duration,
     image: Encoder,
-    text: Encoder,
+    /// The text tower: loaded with the model or on first use (`TextTower`), and dropped by
+    /// `release_text_encoder` once labels are embedded, since a daemon needs it only then.
+    text: Mutex<Option<Arc<Encoder>>>,
+    /// What the text file was when the model id was computed: a tower loaded later must be
+    /// the same file, or its embeddings would be stored under the wrong model.
+    text_stamp: Option<FileStamp>,
+    options: RunOptions,
+}
+
+/// When `ClipModel::load_with` loads the text tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextTower {
+    /// With the vision tower, in parallel.
+    Now,
+    /// On the first `embed_texts`: a daemon whose labels are all in its database's cache
+    /// never needs it.
+    WhenNeeded,
+}
+
+/// A file's size and modification time.
+type FileStamp = (u64, Option<std::time::SystemTime>);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()))
 }
 
 impl std::fmt::Debug for ClipModel {
@@ -671,6 +695,32 @@ fn run_options(threads: usize) -> RunOptions {
     options
 }
 
+fn load_text_encoder(spec: &ModelSpec, options: RunOptions) -> Result<Encoder, ClipError> {
+    let (_, input) = spec.layout.input_names();
+    let (_, output) = spec.layout.output_names();
+    Encoder::load(
+        &spec.text,
+        Expectation {
+            input,
+            output,
+            types: &[DatumType::I64, DatumType::I32],
+            item_shape: vec![spec.context_length],
+            half: spec.variant == ModelVariant::Fp16,
+        },
+        options,
+    )
+}
+
+fn check_widths(dir: &Path, image: usize, text: usize) -> Result<(), ClipError> {
+    if image == text {
+        return Ok(());
+    }
+    Err(ClipError::Mismatch {
+        dir: dir.to_path_buf(),
+        reason: format!("image embeddings are {image} wide but text embeddings {text}"),
+    })
+}
+
 /// The id a model's embeddings are stored under: a hash of its two ONNX files, computed
 /// without loading them into tract.
 pub fn model_id(
@@ -685,7 +735,7 @@ pub fn model_id(
 impl ClipModel {
     /// Load a model directory, detecting its layout.
     pub fn load(dir: &Path, variant: ModelVariant, threads: usize) -> Result<ClipModel, ClipError> {
-        ClipModel::load_with(dir, variant, None, threads)
+        ClipModel::load_with(dir, variant, None, threads, TextTower::Now)
     }
 
     /// Load a model directory in the given layout (or detect it).
@@ -694,6 +744,7 @@ impl ClipModel {
         variant: ModelVariant,
         layout: Option<Layout>,
         threads: usize,
+        text_tower: TextTower,
     ) -> Result<ClipModel, ClipError> {
         let started = Instant::now();
         let spec = locate(dir, variant, layout)?;
@@ -711,8 +762,9 @@ impl ClipModel {
         let options = run_options(threads);
         let half = spec.variant == ModelVariant::Fp16;
         let (h, w) = spec.preprocess.output_size();
-        let (image_input, text_input) = spec.layout.input_names();
-        let (image_output, text_output) = spec.layout.output_names();
+        let (image_input, _) = spec.layout.input_names();
+        let (image_output, _) = spec.layout.output_names();
+        let text_stamp = file_stamp(&spec.text);
         let image_types: &[DatumType] = if half {
             &[DatumType::F16, DatumType::F32]
         } else {
@@ -722,17 +774,10 @@ impl ClipModel {
         // the model id beside them: loading is mostly single-threaded graph rewriting.
         let (image, text, id) = std::thread::scope(|scope| {
             let text = scope.spawn(|| {
-                let text = Encoder::load(
-                    &spec.text,
-                    Expectation {
-                        input: text_input,
-                        output: text_output,
-                        types: &[DatumType::I64, DatumType::I32],
-                        item_shape: vec![spec.context_length],
-                        half,
-                    },
-                    options.clone(),
-                );
+                let text = match text_tower {
+                    TextTower::Now => Some(load_text_encoder(&spec, options.clone())),
+                    TextTower::WhenNeeded => None,
+                };
                 let id = hash_files(&[&spec.vision, &spec.text]);
                 (text, id)
             });
@@ -752,16 +797,10 @@ impl ClipModel {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (image, text, id)
         });
-        let (image, text, id) = (image?, text?, id?);
+        let (image, text, id) = (image?, text.transpose()?, id?);
         crate::release_free_memory();
-        if image.dim != text.dim {
-            return Err(ClipError::Mismatch {
-                dir: dir.to_path_buf(),
-                reason: format!(
-                    "image embeddings are {} wide but text embeddings {}",
-                    image.dim, text.dim
-                ),
-            });
+        if let Some(text) = &text {
+            check_widths(dir, image.dim, text.dim)?;
         }
         Ok(ClipModel {
             id,
@@ -772,13 +811,53 @@ impl ClipModel {
             embedding_dim: image.dim,
             load_time: started.elapsed(),
             image,
-            text,
+            text: Mutex::new(text.map(Arc::new)),
+            text_stamp,
+            options,
         })
     }
 
-    /// What the two graphs declare: (vision, text).
-    pub fn graph_info(&self) -> (&GraphInfo, &GraphInfo) {
-        (&self.image.info, &self.text.info)
+    /// The text tower, loaded now if it is not loaded.
+    fn text_encoder(&self) -> Result<Arc<Encoder>, ClipError> {
+        let mut slot = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(text) = &*slot {
+            return Ok(text.clone());
+        }
+        if file_stamp(&self.spec.text) != self.text_stamp {
+            return Err(ClipError::Mismatch {
+                dir: self.dir.clone(),
+                reason: format!(
+                    "{} changed on disk after the model was loaded; restart to load the new model",
+                    self.spec.text.display()
+                ),
+            });
+        }
+        let started = Instant::now();
+        let text = load_text_encoder(&self.spec, self.options.clone())?;
+        check_widths(&self.dir, self.embedding_dim, text.dim)?;
+        tracing::debug!(
+            load_ms = started.elapsed().as_millis() as u64,
+            "text tower loaded"
+        );
+        let text = Arc::new(text);
+        *slot = Some(text.clone());
+        Ok(text)
+    }
+
+    /// Drops the text tower (about a third of a model's memory) until texts are embedded
+    /// again, when it is loaded from the same file.
+    pub fn release_text_encoder(&self) {
+        let released = self.text.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if released.is_some() {
+            drop(released);
+            crate::release_free_memory();
+            tracing::debug!("text tower released");
+        }
+    }
+
+    /// What the two graphs declare: (vision, text). Loads the text tower if needed.
+    pub fn graph_info(&self) -> Result<(GraphInfo, GraphInfo), ClipError> {
+        Ok((self.image.info.clone(), self.text_encoder()?.info.clone()))
     }
 
     /// Preprocess and embed frames.
@@ -837,8 +916,9 @@ impl ClipModel {
             .collect::<Result<_, _>>()?;
         let ctx = self.tokenizer.context_length();
         let pad = self.tokenizer.pad_id();
+        let text = self.text_encoder()?;
         let mut out = Vec::with_capacity(texts.len());
-        for range in self.text.chunks(texts.len()) {
+        for range in text.chunks(texts.len()) {
             let batch = range.len();
             let rows = &ids[range.clone()];
             let flat: Vec<u32> = rows.iter().flatten().copied().collect();
@@ -858,11 +938,11 @@ impl ClipModel {
             let shape = [batch, ctx];
             let make = |r: TractResult<Tensor>| {
                 r.map_err(|e| ClipError::Inference {
-                    path: self.text.path.clone(),
+                    path: text.path.clone(),
                     reason: format_err(&e),
                 })
             };
-            let main = match self.text.input_type_of(InputKind::Main) {
+            let main = match text.input_type_of(InputKind::Main) {
                 DatumType::I32 => make(Tensor::from_shape(
                     &shape,
                     &flat.iter().map(|&t| t as i32).collect::<Vec<_>>(),
@@ -872,14 +952,14 @@ impl ClipModel {
                     &flat.iter().map(|&t| t as i64).collect::<Vec<_>>(),
                 ))?,
             };
-            let mask = if self.text.inputs.contains(&InputKind::AttentionMask) {
-                let dt = self.text.input_type_of(InputKind::AttentionMask);
+            let mask = if text.inputs.contains(&InputKind::AttentionMask) {
+                let dt = text.input_type_of(InputKind::AttentionMask);
                 let mask = make(Tensor::from_shape(&shape, &mask))?;
                 Some(make(mask.cast_to_dt(dt).map(|t| t.into_owned()))?)
             } else {
                 None
             };
-            let embeddings = self.text.run(batch, main, mask)?;
+            let embeddings = text.run(batch, main, mask)?;
             out.extend(rows.iter().cloned().zip(embeddings));
         }
         Ok(out)

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{bounded, select, Receiver};
 
 use crate::classify::{expand_labels, load_labels, LabelError, LabelSet};
-use crate::clip::{ClipError, ClipModel, MAX_BATCH};
+use crate::clip::{ClipError, ClipModel, TextTower, MAX_BATCH};
 use crate::config::{Config, ModelVariant};
 use crate::ingest::{FrameSource, GstSource, IngestError, Sampling};
 use crate::store::{
@@ -172,7 +172,9 @@ pub fn prepare_labels(
         .cloned()
         .collect();
     if !missing.is_empty() {
-        let encoded = model.embed_texts(&missing)?;
+        let encoded = model.embed_texts(&missing);
+        model.release_text_encoder();
+        let encoded = encoded?;
         let fresh: Vec<(String, Vec<f32>)> = missing
             .iter()
             .cloned()
@@ -235,6 +237,7 @@ fn keep_fp32_generation(
         ModelVariant::Fp32,
         config.model.layout,
         config.model.threads,
+        TextTower::WhenNeeded,
     )?))
 }
 
@@ -451,11 +454,14 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
         });
     }
     crate::ingest::init()?;
+    // The text tower loads only if some label's prompts are not in the database's cache,
+    // and is released once they are embedded: the daemon then holds the vision tower alone.
     let mut model = ClipModel::load_with(
         &config.model.dir,
         config.model.variant,
         config.model.layout,
         config.model.threads,
+        TextTower::WhenNeeded,
     )?;
     let store = Store::open(&config.database)?;
     if let Some(fp32) = keep_fp32_generation(config, &model, &store, options)? {
