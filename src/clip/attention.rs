@@ -29,6 +29,8 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
+use super::simd::DisjointOut;
+
 /// Where each axis of the fused op's output comes from.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum OutAxis {
@@ -86,13 +88,6 @@ impl Op for HeadAttention {
 
     op_as_typed_op!();
 }
-
-/// A `[batch, T, heads, d]`-ordered output that tasks write disjoint rows of.
-#[derive(Clone, Copy)]
-struct Rows(*mut f32);
-// SAFETY: each task writes only the rows of its own (item, head) pair.
-unsafe impl Send for Rows {}
-unsafe impl Sync for Rows {}
 
 /// Sizes of one call, and the mask's strides over `[batch, heads, T, S]` (0 where it
 /// broadcasts).
@@ -173,7 +168,7 @@ impl EvalOp for HeadAttention {
         let scale = self.scale_bits.map(f32::from_bits).unwrap_or(1.0);
         {
             let mut plain = out.try_as_plain_ram_mut()?;
-            let rows = Rows(plain.as_slice_mut::<f32>()?.as_mut_ptr());
+            let rows = DisjointOut(plain.as_slice_mut::<f32>()?.as_mut_ptr());
             let task = |pair: usize| {
                 // SAFETY: `pair` < batch·heads, every slice has the sizes checked above, and
                 // no two pairs write the same output element.
@@ -217,7 +212,7 @@ unsafe fn one_head(
     mask: Option<&[f32]>,
     scale: f32,
     kernels: &Kernels,
-    out: Rows,
+    out: DisjointOut,
 ) -> TractResult<()> {
     let (item, head) = (pair / d.heads, pair % d.heads);
     // Every row starts on a 64-byte boundary: tract-linalg's reductions treat an unaligned
@@ -552,41 +547,7 @@ pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod fixture_tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn decluttered(file: &str, input: &Tensor) -> TypedModel {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("models/tiny-clip/onnx")
-            .join(file);
-        let mut model = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_path(path)
-            .unwrap();
-        model
-            .set_input_fact(
-                0,
-                InferenceFact::dt_shape(input.datum_type(), input.shape()),
-            )
-            .unwrap();
-        model.into_typed().unwrap().into_decluttered().unwrap()
-    }
-
-    fn run(model: TypedModel, input: &Tensor) -> Vec<f32> {
-        let out = model
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap()
-            .run(tvec![input.clone().into_tvalue()])
-            .unwrap();
-        out[0]
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .to_vec()
-    }
+    use crate::clip::test_support::{agreement, decluttered, inputs, run};
 
     /// The pass on the fixture's real exports (vision, and text with its causal mask), at
     /// batch 1 and 2, run on one thread and in a two-thread pool: every attention block is
@@ -595,27 +556,12 @@ mod fixture_tests {
     /// can move a value by one step, so ≥ 0.9999 there).
     #[test]
     fn fused_attention_keeps_the_embeddings() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
         for batch in [1, 2] {
-            let pixels: Vec<f32> = (0..batch * 3 * 224 * 224)
-                .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-                .collect();
-            let pixels = Tensor::from_shape(&[batch, 3, 224, 224], &pixels).unwrap();
-            let mut ids: Vec<i64> = (0..batch * 77)
-                .map(|_| 1 + (next() >> 40) as i64 % 49_000)
-                .collect();
-            ids[20] = 49_407;
-            let ids = Tensor::from_shape(&[batch, 77], &ids).unwrap();
+            let (pixels, ids) = inputs(batch);
             for (file, input, min_cosine, max_diff) in [
                 ("vision_model.onnx", &pixels, 0.999_999, 1e-5),
                 ("text_model.onnx", &ids, 0.999_999, 1e-5),
@@ -641,18 +587,7 @@ mod fixture_tests {
                 let alone = run(fused_model.clone(), input);
                 let shared = pool.install(|| run(fused_model, input));
                 assert_eq!(alone, shared, "{file}: one thread and two differ");
-                let dot: f64 = want
-                    .iter()
-                    .zip(&alone)
-                    .map(|(a, b)| *a as f64 * *b as f64)
-                    .sum();
-                let norm = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-                let cosine = dot / (norm(&want) * norm(&alone));
-                let diff = want
-                    .iter()
-                    .zip(&alone)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let (cosine, diff) = agreement(&want[0], &alone[0]);
                 assert!(
                     cosine >= min_cosine && diff <= max_diff,
                     "{file} batch {batch}: cosine {cosine}, max |Δ| {diff}"

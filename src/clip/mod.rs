@@ -19,6 +19,8 @@ mod preprocess;
 pub mod qlinear;
 pub mod quantize;
 mod simd;
+#[cfg(test)]
+mod test_support;
 mod tokenizer;
 
 use std::collections::HashMap;

@@ -39,7 +39,7 @@ use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 
-use super::simd::with_avx2;
+use super::simd::{with_avx2, DisjointOut};
 
 /// One layer's weights, packed for the kernel, with the per-column constants of the
 /// zero-point correction.
@@ -221,13 +221,13 @@ impl EvalOp for QuantizedLinear {
                 "QuantizedLinear: output of {} values, expected {m}×{width}",
                 ys.len()
             );
-            rows.push(Rows(ys.as_mut_ptr()));
+            rows.push(DisjointOut(ys.as_mut_ptr()));
         }
         let task = |(band, block): (&Band, &Block)| -> TractResult<()> {
             let (width, n) = (block.width, layer.splits[block.output]);
             let m = band.rows;
             // SAFETY: the band's rows lie within the output.
-            let rows = Rows(unsafe { rows[block.output].0.add(band.first * n) });
+            let rows = DisjointOut(unsafe { rows[block.output].0.add(band.first * n) });
             // Every element is stored by the kernel.
             let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, width])? };
             // One thread per block: the pool's threads share the blocks instead.
@@ -301,13 +301,6 @@ struct Band {
     row_sums: Vec<i32>,
 }
 
-/// An output that tasks write disjoint column blocks of.
-#[derive(Clone, Copy)]
-struct Rows(*mut f32);
-// SAFETY: each task writes only its own block of columns.
-unsafe impl Send for Rows {}
-unsafe impl Sync for Rows {}
-
 /// The per-column constants of one block, with the activations' scale and zero point folded in.
 struct ColumnTerms<'a> {
     neg_weight_zero: &'a [i32],
@@ -320,7 +313,7 @@ with_avx2! {
 /// The exact integer sums of one column block (`acc`, rows × block), then scale and bias as
 /// the unfused graph applies them, into the block's columns of the `n`-wide rows at `out`.
 unsafe fn epilogue(
-    out: Rows,
+    out: DisjointOut,
     n: usize,
     first_column: usize,
     acc: &[i32],
@@ -355,7 +348,7 @@ unsafe fn epilogue(
 /// # Safety
 /// `out` holds `m` rows of `n` values and `columns` lies within them.
 unsafe fn quick_gelu(
-    out: Rows,
+    out: DisjointOut,
     n: usize,
     columns: std::ops::Range<usize>,
     m: usize,
@@ -1219,65 +1212,19 @@ mod tests {
 #[cfg(test)]
 mod fixture_tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("models/tiny-clip/onnx")
-            .join(name)
-    }
-
-    fn decluttered(file: &str, input: InferenceFact) -> TypedModel {
-        let mut model = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_path(fixture(file))
-            .unwrap();
-        model.set_input_fact(0, input).unwrap();
-        model.into_typed().unwrap().into_decluttered().unwrap()
-    }
-
-    fn run(model: TypedModel, input: &Tensor) -> TVec<TValue> {
-        model
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap()
-            .run(tvec![input.clone().into_tvalue()])
-            .unwrap()
-    }
+    use crate::clip::test_support::{agreement, decluttered, inputs, run};
 
     /// The pass on onnxruntime's real int8 exports of the fixture, at batch 2 (so the
     /// `[batch, tokens, K]` inputs are flattened): every integer matmul is fused, and every
     /// output agrees with tract's own unfused graph (cosine ≥ 0.999 999, |Δ| ≤ 1e-5).
     #[test]
     fn fusing_real_int8_exports_keeps_every_output() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let pixels: Vec<f32> = (0..2 * 3 * 224 * 224)
-            .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-            .collect();
-        let pixels = Tensor::from_shape(&[2, 3, 224, 224], &pixels).unwrap();
-        let mut ids: Vec<i64> = (0..2 * 77)
-            .map(|_| 1 + (next() >> 40) as i64 % 49_000)
-            .collect();
-        ids[76] = 49_407;
-        ids[77 + 20] = 49_407;
-        let ids = Tensor::from_shape(&[2, 77], &ids).unwrap();
-
+        let (pixels, ids) = inputs(2);
         for (file, input) in [
             ("vision_model_quantized.onnx", pixels),
             ("text_model_quantized.onnx", ids),
         ] {
-            let model = decluttered(
-                file,
-                InferenceFact::dt_shape(input.datum_type(), input.shape()),
-            );
+            let model = decluttered(file, &input);
             let integer_matmuls = model
                 .nodes()
                 .iter()
@@ -1296,17 +1243,7 @@ mod fixture_tests {
             let got = run(fused_model, &input);
             assert_eq!(want.len(), got.len());
             for (w, g) in want.iter().zip(&got) {
-                let w = w.try_as_plain_ram().unwrap();
-                let g = g.try_as_plain_ram().unwrap();
-                let (w, g) = (w.as_slice::<f32>().unwrap(), g.as_slice::<f32>().unwrap());
-                let dot: f64 = w.iter().zip(g).map(|(a, b)| *a as f64 * *b as f64).sum();
-                let norm = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-                let cosine = dot / (norm(w) * norm(g));
-                let max_diff = w
-                    .iter()
-                    .zip(g)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let (cosine, max_diff) = agreement(w, g);
                 assert!(
                     cosine >= 0.999_999 && max_diff <= 1e-5,
                     "{file}: cosine {cosine}, max |Δ| {max_diff}"

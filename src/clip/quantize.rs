@@ -176,13 +176,8 @@ mod tests {
 
     #[test]
     fn bit_identical_to_the_plain_arithmetic() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut bits = crate::clip::test_support::random_bits();
+        let mut next = || (bits() >> 40) as f32 / (1u64 << 24) as f32;
         for (len, lo, hi) in [
             (1, -1.0, 1.0),
             (37, 0.5, 3.0),

@@ -1,4 +1,5 @@
-//! Run-time choice of instruction set for the few hot loops we write ourselves.
+//! Helpers for the few hot loops we write ourselves: run-time choice of instruction set, and
+//! an output that pool tasks write disjoint parts of.
 //!
 //! The shipped x86-64 binary targets the baseline (SSE2), where integer multiplies and
 //! float/int conversions vectorise poorly. [`with_avx2!`] compiles a loop body a second time
@@ -55,3 +56,12 @@ macro_rules! with_avx2 {
 }
 
 pub(crate) use with_avx2;
+
+/// An output buffer that several pool tasks write at once, each into its own disjoint part
+/// (rows, column blocks or row bands). The pointer is valid for the duration of the scope
+/// that spawned the tasks.
+#[derive(Clone, Copy)]
+pub(super) struct DisjointOut(pub(super) *mut f32);
+// SAFETY: every user hands each task a part of the buffer no other task writes.
+unsafe impl Send for DisjointOut {}
+unsafe impl Sync for DisjointOut {}
