@@ -75,6 +75,18 @@ impl ModelVariant {
     }
 }
 
+/// Where the CLIP encoders run (`[model] device`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// An NVIDIA GPU when the build has the `cuda` feature and one is usable, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// The GPU or nothing: fails to start when CUDA is unusable.
+    Cuda,
+}
+
 // ---- raw shape, exactly what the TOML may contain ----
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +139,8 @@ struct RawModel {
     /// 0 = all cores.
     #[serde(default)]
     threads: usize,
+    #[serde(default)]
+    device: DeviceChoice,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -282,6 +296,7 @@ pub struct ModelConfig {
     /// None: detect from the directory.
     pub layout: Option<Layout>,
     pub threads: usize,
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Clone)]
@@ -631,6 +646,7 @@ impl Config {
                     LayoutChoice::Immich => Some(Layout::Immich),
                 },
                 threads: raw.model.threads,
+                device: raw.model.device,
             },
             labels_path,
             database: base.join(&raw.database),
@@ -722,6 +738,22 @@ mod tests {
         assert_eq!(c.window, Duration::from_secs(10));
         assert_eq!(c.classify.top_k, 3);
         assert_eq!(c.model.variant, ModelVariant::Auto);
+        assert_eq!(c.model.device, DeviceChoice::Auto);
+    }
+
+    #[test]
+    fn device_is_one_of_the_known_names() {
+        let text = MINIMAL.replace("dir = \"m\"", "dir = \"m\"\ndevice = \"cuda\"");
+        let c = Config::parse(&text, Path::new("c.toml")).unwrap();
+        assert_eq!(c.model.device, DeviceChoice::Cuda);
+        let text = MINIMAL.replace("dir = \"m\"", "dir = \"m\"\ndevice = \"gpu\"");
+        let e = Config::parse(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gpu") && e.contains("cuda") && e.contains("line 5"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use cliptag::classify::{expand_labels, load_labels};
-use cliptag::clip::{ClipModel, Layout};
-use cliptag::config::{Config, ModelVariant};
+use cliptag::clip::{ClipModel, Layout, LoadOptions};
+use cliptag::config::{Config, DeviceChoice, ModelVariant};
 use cliptag::daemon::{self, Progress, RunError, RunOptions, SourceReport};
 use cliptag::ingest::Sampling;
 use cliptag::query::{parse_time_bound, write_rows, write_source_states, Format};
@@ -95,12 +95,8 @@ enum ModelCommand {
     /// reason when it is unusable.
     Check {
         dir: PathBuf,
-        #[arg(long, value_enum, default_value = "auto")]
-        variant: VariantArg,
-        #[arg(long, value_enum)]
-        layout: Option<LayoutArg>,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Write a copy of an fp32 model directory with int8 encoders (per-column symmetric int8
     /// weights, activations quantized at run time), loadable by onnxruntime too.
@@ -112,6 +108,13 @@ struct ModelArgs {
     /// Model directory (Xenova / Hugging Face optimum layout).
     #[arg(long)]
     model: PathBuf,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// How to load a model: the command-line twin of the config's `[model]` table.
+#[derive(Args)]
+struct LoadArgs {
     #[arg(long, value_enum, default_value = "auto")]
     variant: VariantArg,
     /// Inference threads (0 = all cores).
@@ -120,17 +123,30 @@ struct ModelArgs {
     /// Directory layout; detected when not given.
     #[arg(long, value_enum)]
     layout: Option<LayoutArg>,
+    /// Where CLIP runs: auto takes a CUDA GPU when this build has the `cuda` feature and one
+    /// is usable.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+}
+
+impl LoadArgs {
+    fn options(&self, text_tower: cliptag::clip::TextTower) -> LoadOptions {
+        LoadOptions {
+            variant: self.variant.into(),
+            layout: self.layout.map(Into::into),
+            threads: self.threads,
+            device: self.device.into(),
+            text_tower,
+        }
+    }
 }
 
 impl ModelArgs {
     fn load(&self) -> Result<ClipModel> {
         Ok(ClipModel::load_with(
             &self.model,
-            self.variant.into(),
-            self.layout.map(Into::into),
-            self.threads,
             // Loaded by the first text to embed: image-only commands never need it.
-            cliptag::clip::TextTower::WhenNeeded,
+            &self.load.options(cliptag::clip::TextTower::WhenNeeded),
         )?)
     }
 }
@@ -166,6 +182,23 @@ impl From<VariantArg> for ModelVariant {
             VariantArg::Fp32 => ModelVariant::Fp32,
             VariantArg::Quantized => ModelVariant::Quantized,
             VariantArg::Fp16 => ModelVariant::Fp16,
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl From<DeviceArg> for DeviceChoice {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Cuda => DeviceChoice::Cuda,
         }
     }
 }
@@ -268,19 +301,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Status { db, json, csv } => status(db, format_of(json, csv)),
         Command::Labels { db } => labels(db),
         Command::Model {
-            command:
-                ModelCommand::Check {
-                    dir,
-                    variant,
-                    layout,
-                    threads,
-                },
+            command: ModelCommand::Check { dir, load },
         } => {
             let report = cliptag::clip::check::check_model(
                 &dir,
-                variant.into(),
-                layout.map(Into::into),
-                threads,
+                &load.options(cliptag::clip::TextTower::Now),
             )?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
@@ -474,8 +499,14 @@ fn labels(db: DbArgs) -> Result<ExitCode> {
             &load_labels(&config.labels_path)?,
             &config.classify.prompt_templates,
         );
-        let model_id =
-            cliptag::clip::model_id(&config.model.dir, config.model.variant, config.model.layout)?;
+        // The files the daemon would load: its device decides what variant "auto" means.
+        let device = cliptag::clip::device::resolve(config.model.device)
+            .unwrap_or(cliptag::clip::Device::Cpu);
+        let model_id = cliptag::clip::model_id(
+            &config.model.dir,
+            device.variant(config.model.variant),
+            config.model.layout,
+        )?;
         let cached = match path.is_file() {
             true => {
                 let prompts: Vec<String> = labels.iter().flat_map(|l| l.prompts.clone()).collect();

@@ -4,8 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{hash_files, ClipError, ClipModel, GraphInfo, Layout, TextTower};
-use crate::config::ModelVariant;
+use super::{hash_files, ClipError, ClipModel, GraphInfo, LoadOptions, TextTower};
 use crate::ingest::RgbImage;
 
 pub struct FileReport {
@@ -23,13 +22,14 @@ pub struct CheckReport {
 }
 
 /// Load, describe and self-test a model directory.
-pub fn check_model(
-    dir: &Path,
-    variant: ModelVariant,
-    layout: Option<Layout>,
-    threads: usize,
-) -> Result<CheckReport, ClipError> {
-    let model = ClipModel::load_with(dir, variant, layout, threads, TextTower::Now)?;
+pub fn check_model(dir: &Path, load: &LoadOptions) -> Result<CheckReport, ClipError> {
+    let model = ClipModel::load_with(
+        dir,
+        &LoadOptions {
+            text_tower: TextTower::Now,
+            ..*load
+        },
+    )?;
     let mut files = Vec::new();
     for path in model.spec.files() {
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -165,6 +165,7 @@ impl fmt::Display for CheckReport {
                 "no"
             }
         )?;
+        writeln!(f, "device: {}", m.device)?;
         writeln!(f, "load + optimise: {} ms", m.load_time.as_millis())?;
         writeln!(f, "self-test: ok")?;
         for line in &self.self_test {

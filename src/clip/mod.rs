@@ -1,4 +1,5 @@
-//! CLIP: image and text encoders from ONNX files, run by tract on the CPU.
+//! CLIP: image and text encoders from ONNX files, run by tract on the CPU (or, built with
+//! the `cuda` feature, on an NVIDIA GPU through tract-cuda: see `device`).
 //!
 //! Rules:
 //! - Input and output names, token id type and embedding width come from the graph; nothing
@@ -12,6 +13,7 @@
 
 pub mod attention;
 pub mod check;
+pub mod device;
 pub mod fold;
 pub mod int8_export;
 mod layout;
@@ -31,17 +33,18 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::runtime::RunOptions;
+use tract_onnx::tract_core::runtime::{RunOptions, Runnable};
 use tract_onnx::tract_core::transform::{build_float_translator, NodeFilter};
 use tract_onnx::tract_hir::infer::Factoid;
 
+pub use device::Device;
 pub use layout::{detect, locate, Layout, ModelSpec};
 pub use preprocess::{
     center_crop, preprocess, resize, CropRounding, Filter, PreprocessConfig, ResizeMode,
 };
 pub use tokenizer::{open_clip_clean, ClipTokenizer, TextCleaning};
 
-use crate::config::ModelVariant;
+use crate::config::{DeviceChoice, ModelVariant};
 use crate::Disposition;
 
 /// Largest batch handed to tract at once; bigger requests are split.
@@ -65,6 +68,8 @@ pub enum ClipError {
     Inference { path: PathBuf, reason: String },
     #[error("cannot tokenize {text:?}: {reason}")]
     Tokenize { text: String, reason: String },
+    #[error("device \"{device}\" is not usable here: {reason} (device = \"auto\" or \"cpu\" runs on the CPU)")]
+    DeviceUnavailable { device: String, reason: String },
 }
 
 impl ClipError {
@@ -98,8 +103,9 @@ struct Encoder {
     fixed_batch: Option<usize>,
     output_name: String,
     dim: usize,
-    plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
+    plans: Mutex<HashMap<usize, Arc<dyn Runnable>>>,
     options: RunOptions,
+    device: Device,
     pub info: GraphInfo,
 }
 
@@ -153,6 +159,7 @@ impl Encoder {
         path: &Path,
         expect: Expectation<'_>,
         options: RunOptions,
+        device: Device,
     ) -> Result<Encoder, ClipError> {
         let onnx_err = |reason: String| ClipError::Onnx {
             path: path.to_path_buf(),
@@ -298,8 +305,16 @@ impl Encoder {
             Some(symbol) => symbol.clone().into(),
             None => fixed_batch.unwrap_or(1).into(),
         };
-        let typed = Self::typed(model, &input_types, &batch, &item_shape, &output_name, half)
-            .map_err(|e| onnx_err(format_err(&e)))?;
+        let typed = Self::typed(
+            model,
+            &input_types,
+            &batch,
+            &item_shape,
+            &output_name,
+            half,
+            device,
+        )
+        .map_err(|e| onnx_err(format_err(&e)))?;
 
         let mut encoder = Encoder {
             path: path.to_path_buf(),
@@ -313,13 +328,11 @@ impl Encoder {
             dim: 0,
             plans: Mutex::new(HashMap::new()),
             options,
+            device,
             info,
         };
         let plan = encoder.plan(1)?;
-        let fact = plan
-            .model()
-            .output_fact(0)
-            .map_err(|e| onnx_err(format_err(&e)))?;
+        let fact = plan.output_fact(0).map_err(|e| onnx_err(format_err(&e)))?;
         let shape = fact
             .shape
             .as_concrete()
@@ -350,8 +363,8 @@ impl Encoder {
         Ok(encoder)
     }
 
-    /// Types the graph for `batch` (a symbol, or the graph's fixed batch), declutters it and
-    /// fuses its int8 layers.
+    /// Types the graph for `batch` (a symbol, or the graph's fixed batch), declutters it and,
+    /// for the CPU, fuses its int8 layers and attention cores.
     fn typed(
         mut model: InferenceModel,
         input_types: &[DatumType],
@@ -359,6 +372,7 @@ impl Encoder {
         item_shape: &[usize],
         output_name: &str,
         half: bool,
+        device: Device,
     ) -> TractResult<TypedModel> {
         for (ix, dt) in input_types.iter().enumerate() {
             let mut shape: TVec<TDim> = tvec![batch.clone()];
@@ -373,6 +387,10 @@ impl Encoder {
                 .transform_into(typed)?;
         }
         let mut typed = typed.into_decluttered()?;
+        if device == Device::Cuda {
+            // Our fused operators are CPU kernels: tract-cuda would leave them on the host.
+            return Ok(typed);
+        }
         // The int8 layers are fused while the graph still reads as onnxruntime wrote it.
         // CLIPTAG_GRAPH_PASSES ("qlinear,attention,fold,quantize" by default, "none" to turn them all
         // off) exists to measure the passes.
@@ -387,7 +405,7 @@ impl Encoder {
         Ok(typed)
     }
 
-    fn plan(&self, batch: usize) -> Result<Arc<TypedRunnableModel>, ClipError> {
+    fn plan(&self, batch: usize) -> Result<Arc<dyn Runnable>, ClipError> {
         if let Some(plan) = self.plans.lock().ok().and_then(|p| p.get(&batch).cloned()) {
             return Ok(plan);
         }
@@ -395,35 +413,41 @@ impl Encoder {
             path: self.path.clone(),
             reason,
         };
-        let passes = graph_passes();
         let typed = match &self.batch_symbol {
             Some(symbol) => self
                 .typed
                 .set_symbols(&HashMap::from([(symbol.clone(), TDim::Val(batch as i64))])),
             None => Ok(self.typed.clone()),
         };
-        let plan = typed
-            .and_then(|m| m.into_optimized())
-            .and_then(|mut m| {
-                // These run on the optimised graph: integer matmuls left to tract (the patch
-                // embedding's convolution) get their weight column sums during codegen.
-                if passes.contains(&"fold") {
-                    let report = fold::fold_large_constant_chains(&mut m)?;
-                    tracing::debug!(path = %self.path.display(), batch, chains = report.chains, nodes = report.nodes, "folded constant chains");
-                }
-                if passes.contains(&"quantize") {
-                    let swapped = quantize::vectorise_dynamic_quantize(&mut m)?;
-                    tracing::debug!(path = %self.path.display(), batch, swapped, "vectorised DynamicQuantizeLinear");
-                }
-                Ok(m)
-            })
-            .and_then(|m| m.into_runnable_with_options(&self.options))
-            .map_err(|e| onnx_err(format_err(&e)))?;
+        let plan = match self.device {
+            Device::Cuda => typed.and_then(|m| device::prepare_cuda(m, &self.options)),
+            Device::Cpu => typed.and_then(|m| self.cpu_plan(m, batch)),
+        }
+        .map_err(|e| onnx_err(format_err(&e)))?;
         if let Ok(mut plans) = self.plans.lock() {
             plans.insert(batch, plan.clone());
         }
         crate::release_free_memory();
         Ok(plan)
+    }
+
+    /// tract's optimisation, then our passes over the optimised graph.
+    fn cpu_plan(&self, typed: TypedModel, batch: usize) -> TractResult<Arc<dyn Runnable>> {
+        let passes = graph_passes();
+        let mut optimized = typed.into_optimized()?;
+        // These run on the optimised graph: integer matmuls left to tract (the patch
+        // embedding's convolution) get their weight column sums during codegen.
+        if passes.contains(&"fold") {
+            let report = fold::fold_large_constant_chains(&mut optimized)?;
+            tracing::debug!(path = %self.path.display(), batch, chains = report.chains, nodes = report.nodes, "folded constant chains");
+        }
+        if passes.contains(&"quantize") {
+            let swapped = quantize::vectorise_dynamic_quantize(&mut optimized)?;
+            tracing::debug!(path = %self.path.display(), batch, swapped, "vectorised DynamicQuantizeLinear");
+        }
+        Ok(Arc::new(
+            optimized.into_runnable_with_options(&self.options)?,
+        ))
     }
 
     /// The element type the graph takes for an input of this kind.
@@ -459,14 +483,15 @@ impl Encoder {
         }
         let run = move || -> TractResult<Tensor> {
             let inputs: TVec<TValue> = inputs.into_iter().map(TValue::from).collect();
-            let mut out = plan.run(inputs)?;
+            let mut out = device::run_guarded(&*plan, inputs)?;
             Ok(out.remove(0).into_tensor())
         };
         // The whole graph runs on one of the pool's threads, so the thread that does the
         // element-wise work between matmuls is one of those that share the matmuls: no third
-        // thread competing with the pool for the cores while it spins between products.
-        let out = match &self.options.executor {
-            Some(tract_linalg::multithread::Executor::MultiThread(pool)) => {
+        // thread competing with the pool for the cores while it spins between products. On
+        // the GPU the pool would only spin while the device works.
+        let out = match (&self.device, &self.options.executor) {
+            (Device::Cpu, Some(tract_linalg::multithread::Executor::MultiThread(pool))) => {
                 pool.install(|| with_hot_pool(run))
             }
             _ => run(),
@@ -575,6 +600,44 @@ pub struct ClipModel {
     /// the same file, or its embeddings would be stored under the wrong model.
     text_stamp: Option<FileStamp>,
     options: RunOptions,
+    /// Where both towers run.
+    pub device: Device,
+}
+
+/// How to load a model directory.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub variant: ModelVariant,
+    /// None: detect from the directory.
+    pub layout: Option<Layout>,
+    /// Inference threads on the CPU (0 = all cores).
+    pub threads: usize,
+    pub device: DeviceChoice,
+    pub text_tower: TextTower,
+}
+
+impl LoadOptions {
+    /// Both towers now, on the CPU, layout detected.
+    pub fn cpu(variant: ModelVariant, threads: usize) -> LoadOptions {
+        LoadOptions {
+            variant,
+            layout: None,
+            threads,
+            device: DeviceChoice::Cpu,
+            text_tower: TextTower::Now,
+        }
+    }
+
+    /// What a config's `[model]` table asks for.
+    pub fn from_config(model: &crate::config::ModelConfig, text_tower: TextTower) -> LoadOptions {
+        LoadOptions {
+            variant: model.variant,
+            layout: model.layout,
+            threads: model.threads,
+            device: model.device,
+            text_tower,
+        }
+    }
 }
 
 /// When `ClipModel::load_with` loads the text tower.
@@ -697,7 +760,11 @@ fn run_options(threads: usize) -> RunOptions {
     options
 }
 
-fn load_text_encoder(spec: &ModelSpec, options: RunOptions) -> Result<Encoder, ClipError> {
+fn load_text_encoder(
+    spec: &ModelSpec,
+    options: RunOptions,
+    device: Device,
+) -> Result<Encoder, ClipError> {
     let (_, input) = spec.layout.input_names();
     let (_, output) = spec.layout.output_names();
     Encoder::load(
@@ -710,6 +777,7 @@ fn load_text_encoder(spec: &ModelSpec, options: RunOptions) -> Result<Encoder, C
             half: spec.variant == ModelVariant::Fp16,
         },
         options,
+        device,
     )
 }
 
@@ -735,21 +803,16 @@ pub fn model_id(
 }
 
 impl ClipModel {
-    /// Load a model directory, detecting its layout.
+    /// Load a model directory on the CPU, detecting its layout.
     pub fn load(dir: &Path, variant: ModelVariant, threads: usize) -> Result<ClipModel, ClipError> {
-        ClipModel::load_with(dir, variant, None, threads, TextTower::Now)
+        ClipModel::load_with(dir, &LoadOptions::cpu(variant, threads))
     }
 
-    /// Load a model directory in the given layout (or detect it).
-    pub fn load_with(
-        dir: &Path,
-        variant: ModelVariant,
-        layout: Option<Layout>,
-        threads: usize,
-        text_tower: TextTower,
-    ) -> Result<ClipModel, ClipError> {
+    pub fn load_with(dir: &Path, load: &LoadOptions) -> Result<ClipModel, ClipError> {
         let started = Instant::now();
-        let spec = locate(dir, variant, layout)?;
+        let device = device::resolve(load.device)?;
+        let spec = locate(dir, device.variant(load.variant), load.layout)?;
+        let text_tower = load.text_tower;
         let tokenizer = ClipTokenizer::from_file(
             &spec.tokenizer,
             spec.context_length,
@@ -761,7 +824,7 @@ impl ClipModel {
             reason,
         })?;
 
-        let options = run_options(threads);
+        let options = run_options(load.threads);
         let half = spec.variant == ModelVariant::Fp16;
         let (h, w) = spec.preprocess.output_size();
         let (image_input, _) = spec.layout.input_names();
@@ -777,7 +840,7 @@ impl ClipModel {
         let (image, text, id) = std::thread::scope(|scope| {
             let text = scope.spawn(|| {
                 let text = match text_tower {
-                    TextTower::Now => Some(load_text_encoder(&spec, options.clone())),
+                    TextTower::Now => Some(load_text_encoder(&spec, options.clone(), device)),
                     TextTower::WhenNeeded => None,
                 };
                 let id = hash_files(&[&spec.vision, &spec.text]);
@@ -793,6 +856,7 @@ impl ClipModel {
                     half,
                 },
                 options.clone(),
+                device,
             );
             let (text, id) = text
                 .join()
@@ -816,6 +880,7 @@ impl ClipModel {
             text: Mutex::new(text.map(Arc::new)),
             text_stamp,
             options,
+            device,
         })
     }
 
@@ -835,7 +900,7 @@ impl ClipModel {
             });
         }
         let started = Instant::now();
-        let text = load_text_encoder(&self.spec, self.options.clone())?;
+        let text = load_text_encoder(&self.spec, self.options.clone(), self.device)?;
         check_widths(&self.dir, self.embedding_dim, text.dim)?;
         tracing::debug!(
             load_ms = started.elapsed().as_millis() as u64,

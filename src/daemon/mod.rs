@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{bounded, select, Receiver};
 
 use crate::classify::{expand_labels, load_labels, LabelError, LabelSet};
-use crate::clip::{ClipError, ClipModel, TextTower, MAX_BATCH};
+use crate::clip::{ClipError, ClipModel, LoadOptions, TextTower, MAX_BATCH};
 use crate::config::{Config, ModelVariant};
 use crate::ingest::{FrameSource, GstSource, IngestError, Sampling};
 use crate::store::{
@@ -234,10 +234,10 @@ fn keep_fp32_generation(
     );
     Ok(Some(ClipModel::load_with(
         &config.model.dir,
-        ModelVariant::Fp32,
-        config.model.layout,
-        config.model.threads,
-        TextTower::WhenNeeded,
+        &LoadOptions {
+            variant: ModelVariant::Fp32,
+            ..LoadOptions::from_config(&config.model, TextTower::WhenNeeded)
+        },
     )?))
 }
 
@@ -458,16 +458,13 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
     // and is released once they are embedded: the daemon then holds the vision tower alone.
     let mut model = ClipModel::load_with(
         &config.model.dir,
-        config.model.variant,
-        config.model.layout,
-        config.model.threads,
-        TextTower::WhenNeeded,
+        &LoadOptions::from_config(&config.model, TextTower::WhenNeeded),
     )?;
     let store = Store::open(&config.database)?;
     if let Some(fp32) = keep_fp32_generation(config, &model, &store, options)? {
         model = fp32;
     }
-    tracing::info!(model = %model.id, variant = ?model.spec.variant, dim = model.embedding_dim, load_ms = model.load_time.as_millis() as u64, "model loaded");
+    tracing::info!(model = %model.id, variant = ?model.spec.variant, device = %model.device, dim = model.embedding_dim, load_ms = model.load_time.as_millis() as u64, "model loaded");
     check_model_generation(&store, &model.id, options)?;
     let writer = Arc::new(StoreWriter::spawn_with(
         &config.database,
