@@ -41,6 +41,40 @@ fn frames() -> Vec<RgbImage> {
         .collect()
 }
 
+/// Cosine between two models' embeddings of each test frame.
+fn frame_agreement(a: &ClipModel, b: &ClipModel) -> Vec<f64> {
+    let images = frames();
+    let refs: Vec<&RgbImage> = images.iter().collect();
+    let (from_a, from_b) = (
+        a.embed_frames(&refs).unwrap(),
+        b.embed_frames(&refs).unwrap(),
+    );
+    from_a
+        .iter()
+        .zip(&from_b)
+        .map(|(x, y)| cosine(x, y))
+        .collect()
+}
+
+/// `cliptag model check` of the tiny model on `device`: (exit code, stdout, stderr).
+fn check_on(device: &str) -> (Option<i32>, String, String) {
+    let o = cliptag()
+        .args([
+            "model",
+            "check",
+            tiny_model().to_str().unwrap(),
+            "--device",
+            device,
+        ])
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 fn captions() -> Vec<String> {
     ["a photo of a dog", "a red car on a bridge", "an empty room"]
         .map(String::from)
@@ -56,15 +90,8 @@ fn without_a_gpu_auto_runs_on_the_cpu_and_cuda_refuses() {
     let auto = load(DeviceChoice::Auto).expect("auto falls back to the CPU");
     assert_eq!(auto.device, Device::Cpu);
     let cpu = load(DeviceChoice::Cpu).unwrap();
-    let images = frames();
-    let refs: Vec<&RgbImage> = images.iter().collect();
-    for (a, b) in auto
-        .embed_frames(&refs)
-        .unwrap()
-        .iter()
-        .zip(&cpu.embed_frames(&refs).unwrap())
-    {
-        assert!(cosine(a, b) >= 0.999_999);
+    for c in frame_agreement(&auto, &cpu) {
+        assert!(c >= 0.999_999, "cosine {c}");
     }
 
     let e = load(DeviceChoice::Cuda).unwrap_err();
@@ -83,16 +110,8 @@ fn the_binary_says_where_it_runs_and_why_not_on_the_gpu() {
         eprintln!("skipped: a usable CUDA GPU is present, so there is no fallback to test");
         return;
     }
-    let dir = tiny_model();
-    let auto = cliptag()
-        .args(["model", "check", dir.to_str().unwrap(), "--device", "auto"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&auto.stdout),
-        String::from_utf8_lossy(&auto.stderr),
-    );
-    assert!(auto.status.success(), "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = check_on("auto");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("device: cpu"), "{stdout}");
     let fallbacks = stderr
         .lines()
@@ -100,13 +119,9 @@ fn the_binary_says_where_it_runs_and_why_not_on_the_gpu() {
         .count();
     assert_eq!(fallbacks, 1, "one fallback line expected:\n{stderr}");
 
-    let cuda = cliptag()
-        .args(["model", "check", dir.to_str().unwrap(), "--device", "cuda"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&cuda.stderr);
+    let (code, _, stderr) = check_on("cuda");
     // 78 (EX_CONFIG): systemd does not restart into the same refusal.
-    assert_eq!(cuda.status.code(), Some(78), "{stderr}");
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("device \"cuda\" is not usable"), "{stderr}");
 }
 
@@ -119,14 +134,7 @@ fn gpu_embeddings_agree_with_the_cpu() {
     let gpu = load(DeviceChoice::Cuda).expect("the model loads on the GPU");
     assert_eq!(gpu.device, Device::Cuda);
     let cpu = load(DeviceChoice::Cpu).unwrap();
-    let images = frames();
-    let refs: Vec<&RgbImage> = images.iter().collect();
-    let (on_gpu, on_cpu) = (
-        gpu.embed_frames(&refs).unwrap(),
-        cpu.embed_frames(&refs).unwrap(),
-    );
-    for (ix, (a, b)) in on_gpu.iter().zip(&on_cpu).enumerate() {
-        let c = cosine(a, b);
+    for (ix, c) in frame_agreement(&gpu, &cpu).into_iter().enumerate() {
         assert!(c >= GPU_COSINE, "frame {ix}: cosine {c}");
     }
     let (on_gpu, on_cpu) = (
