@@ -13,6 +13,9 @@ set -euo pipefail
 packages=(
     gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
     libgstreamer1.0-dev:arm64 libgstreamer-plugins-base1.0-0:arm64
+    # gstreamer-video-1.0.pc names orc in Requires.private, which pkg-config checks even
+    # for a dynamic link; the plugins-base dev package that would pull it is unpacked aside
+    liborc-0.4-dev:arm64
     # the emulated run: qemu-aarch64, and decoders the test clips need
     qemu-user
     gstreamer1.0-plugins-base:arm64 gstreamer1.0-plugins-good:arm64 gstreamer1.0-libav:arm64

@@ -218,6 +218,57 @@ impl OpenOptions {
     }
 }
 
+/// Links decodebin's first video pad to our part of the pipeline.
+///
+/// decodebin prefers hardware decoders where they are installed. NVIDIA's Jetson decoders
+/// (nvv4l2decoder) hand out frames in device memory (`memory:NVMM`), which videoconvert
+/// cannot read; NVIDIA's own nvvidconv copies them to system memory, so it goes in between
+/// when present. Anything else that cannot link is an error naming the caps and the way to
+/// force software decoding.
+fn link_decoded_video(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    entry: &gst::Element,
+) -> Result<(), String> {
+    let sink = entry
+        .static_pad("sink")
+        .ok_or_else(|| format!("{} has no sink pad", entry.name()))?;
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let in_device_memory = caps
+        .features(0)
+        .is_some_and(|features| features.contains("memory:NVMM"));
+    let copy_out = if in_device_memory {
+        gst::ElementFactory::make("nvvidconv").build().ok()
+    } else {
+        None
+    };
+    let linked = match &copy_out {
+        Some(copy) => pipeline
+            .add(copy)
+            .map_err(|e| e.to_string())
+            .and_then(|()| copy.link(entry).map_err(|e| e.to_string()))
+            .and_then(|()| {
+                copy.sync_state_with_parent()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|()| {
+                let copy_sink = copy.static_pad("sink").ok_or("nvvidconv has no sink pad")?;
+                pad.link(&copy_sink)
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:?}"))
+            }),
+        None => pad.link(&sink).map(|_| ()).map_err(|e| format!("{e:?}")),
+    };
+    linked.map_err(|why| {
+        format!(
+            "the decoder's output ({caps}) cannot be converted to RGB ({why}); if a hardware \
+             decoder produced it, force software decoding with \
+             GST_PLUGIN_FEATURE_RANK=nvv4l2decoder:NONE in the service's environment"
+        )
+    })
+}
+
 /// A uridecodebin → videoconvert → videoscale → appsink(RGB, square pixels) pipeline.
 pub struct GstSource {
     name: String,
@@ -393,24 +444,26 @@ impl GstSource {
             let convert = entry.downgrade();
             let pipeline_weak = pipeline.downgrade();
             let video_pads = video_pads.clone();
-            decode.connect_pad_added(move |_, pad| {
+            decode.connect_pad_added(move |decode, pad| {
                 let is_video = pad
                     .current_caps()
                     .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
                     .unwrap_or(false);
+                let Some(pipeline) = pipeline_weak.upgrade() else {
+                    return;
+                };
                 if is_video && video_pads.fetch_add(1, Ordering::SeqCst) == 0 {
                     if let Some(convert) = convert.upgrade() {
-                        if let Some(sink) = convert.static_pad("sink") {
-                            let _ = pad.link(&sink);
+                        if let Err(reason) = link_decoded_video(&pipeline, pad, &convert) {
+                            // On the bus, so the source fails with the reason instead of
+                            // stalling on a pad nothing reads.
+                            gst::element_error!(decode, gst::StreamError::Format, ("{}", reason));
                         }
                     }
                     return;
                 }
                 // Audio and extra video streams go to a fakesink: left unlinked they would
                 // stop the whole pipeline with "not-linked".
-                let Some(pipeline) = pipeline_weak.upgrade() else {
-                    return;
-                };
                 if let Ok(sink) = gst::ElementFactory::make("fakesink")
                     .property("sync", false)
                     .property("async", false)

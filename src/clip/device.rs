@@ -5,7 +5,8 @@
 //! - The default build contains no CUDA code: the probe there answers "built without the
 //!   `cuda` feature" without touching any library.
 //! - The probe (dlopen of libcuda, cudart, NVRTC, cuBLAS and cuDNN, then `cuInit`) runs once
-//!   per process. `auto` falls back to the CPU and says why in one warning, logged once;
+//!   per process. `auto` falls back to the CPU and says why in one line, logged once (a
+//!   warning in a `cuda` build, information in a CPU build);
 //!   `cuda` turns the same reason into a stop error.
 //! - A panic inside tract-cuda (it `expect`s its context and streams) becomes an error here,
 //!   never an unwound inference thread.
@@ -62,7 +63,13 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device, ClipError> {
     let (device, fallback) = decide(choice, cuda_probe())?;
     if let Some(reason) = fallback {
         if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(%reason, "device \"auto\": CUDA is not usable, running CLIP on the CPU");
+            // A GPU build that finds no GPU deserves a warning; a CPU build running on the
+            // CPU is doing what it was built for.
+            if cfg!(feature = "cuda") {
+                tracing::warn!(%reason, "device \"auto\": CUDA is not usable, running CLIP on the CPU");
+            } else {
+                tracing::info!(%reason, "device \"auto\": CUDA is not usable, running CLIP on the CPU");
+            }
         }
     }
     Ok(device)
