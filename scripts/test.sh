@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root): dependencies, formatting,
-# then every test (real GStreamer, real SQLite, real tract, real clips). Ends with one
-# summary line over all test binaries.
+# then every test (real GStreamer, real SQLite, real tract, real clips), the `cuda` build's
+# device tests, and the aarch64 build run under qemu-user. Ends with one summary line over
+# all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
@@ -15,8 +16,16 @@ trap 'rm -f "$log"' EXIT
 set +e
 # The daemon tests spawn examples/rtsp_test_server; `cargo test` alone builds examples only
 # as test harnesses.
-cargo build --locked --examples 2>&1 | tee "$log" &&
-    cargo test --locked --all-targets 2>&1 | tee -a "$log"
+# With `tune`: the suite covers the workstation tuner too (the edge build is the default one,
+# built by the aarch64 step below).
+cargo build --locked --features tune --examples 2>&1 | tee "$log" &&
+    cargo test --locked --features tune --all-targets 2>&1 | tee -a "$log" &&
+    # The `cuda` build (no toolkit needed to build): without a GPU its device tests check the
+    # fallback to the CPU and say that the GPU test was skipped.
+    cargo test --locked --features cuda --test device 2>&1 | tee -a "$log" &&
+    # The aarch64 build under qemu-user, compared with this machine's embeddings.
+    { bash cross/setup-debian-arm64.sh && bash cross/smoke-aarch64.sh --profile dev; } 2>&1 |
+    grep -v '^ *Compiling ' | tee -a "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')

@@ -217,6 +217,7 @@ struct RawClassify {
     top_k: Option<toml::Spanned<usize>>,
     min_probability: Option<toml::Spanned<f32>>,
     prompt_templates: Option<toml::Spanned<Vec<String>>>,
+    head: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +305,9 @@ pub struct ClassifyConfig {
     pub top_k: usize,
     pub min_probability: f32,
     pub prompt_templates: Vec<String>,
+    /// A probe head from `cliptag-tune probe` that scores the labels instead of the cosine
+    /// softmax; its classes must be the labels file's labels.
+    pub head: Option<PathBuf>,
 }
 
 impl Default for ClassifyConfig {
@@ -315,6 +319,7 @@ impl Default for ClassifyConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            head: None,
         }
     }
 }
@@ -507,6 +512,16 @@ impl Config {
                 ));
             }
             classify.prompt_templates = templates;
+        }
+        if let Some(h) = raw.classify.head {
+            if h.get_ref().trim().is_empty() {
+                return Err(invalid(
+                    "classify.head",
+                    Some(h.span()),
+                    "expected the path of a probe head file".into(),
+                ));
+            }
+            classify.head = Some(base.join(h.get_ref()));
         }
 
         let mut sources: Vec<SourceConfig> = Vec::new();
@@ -752,6 +767,24 @@ mod tests {
             .to_string();
         assert!(
             e.contains("gpu") && e.contains("cuda") && e.contains("line 5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn probe_head_is_a_path_beside_the_config() {
+        let text = format!("{MINIMAL}[classify]\nhead = \"heads/probe.json\"\n");
+        let c = Config::parse(&text, Path::new("/etc/cliptag/c.toml")).unwrap();
+        assert_eq!(
+            c.classify.head.as_deref(),
+            Some(Path::new("/etc/cliptag/heads/probe.json"))
+        );
+        let text = format!("{MINIMAL}[classify]\nhead = \" \"\n");
+        let e = Config::parse(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("classify.head") && e.contains("probe head"),
             "{e}"
         );
     }

@@ -8,7 +8,9 @@
 //!        └──────────────── daemon (supervision, signals) ──┘
 //! ```
 //!
-//! One module per stage, declared in flow order; each stage owns its output type.
+//! One module per stage, declared in flow order; each stage owns its output type. `tune`
+//! (feature `tune`, the workstation tuner) runs the same ingest → keyframes → clip stages
+//! over labelled videos and writes a probe head that `classify` loads.
 
 pub mod classify;
 pub mod clip;
@@ -18,6 +20,8 @@ pub mod ingest;
 pub mod keyframes;
 pub mod query;
 pub mod store;
+#[cfg(feature = "tune")]
+pub mod tune;
 
 /// What the caller should do about an error. Every module-boundary error type
 /// says which of these applies, so loops can decide without string matching.

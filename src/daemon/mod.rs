@@ -36,9 +36,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, select, Receiver};
 
-use crate::classify::{expand_labels, load_labels, LabelError, LabelSet};
+use crate::classify::{expand_labels, load_labels, LabelError, LabelSet, ProbeHead};
 use crate::clip::{ClipError, ClipModel, LoadOptions, TextTower, MAX_BATCH};
-use crate::config::{Config, ModelVariant};
+use crate::config::{ClassifyConfig, Config, ModelVariant};
 use crate::ingest::{FrameSource, GstSource, IngestError, Sampling};
 use crate::store::{
     LabelRecord, ModelRecord, Retention, SourceStateRecord, Store, StoreError, StoreWriter,
@@ -156,9 +156,15 @@ pub fn prepare_labels(
     store: &Store,
     writer: &StoreWriter,
     labels_path: &Path,
-    templates: &[String],
+    classify: &ClassifyConfig,
 ) -> Result<(LabelSet, usize), RunError> {
-    let labels = expand_labels(&load_labels(labels_path)?, templates);
+    // The head first: a wrong one should stop before any text is encoded.
+    let head = classify
+        .head
+        .as_deref()
+        .map(|path| load_head(path, &model.id))
+        .transpose()?;
+    let labels = expand_labels(&load_labels(labels_path)?, &classify.prompt_templates);
     let mut prompts: Vec<String> = labels
         .iter()
         .flat_map(|l| l.prompts.iter().cloned())
@@ -183,12 +189,25 @@ pub fn prepare_labels(
         writer.put_text_embeddings(&model.id, fresh.clone())?;
         cache.extend(fresh);
     }
-    let set = LabelSet::build(labels, |p| {
+    let mut set = LabelSet::build(labels, |p| {
         cache.get(p).cloned().ok_or_else(|| ClipError::Tokenize {
             text: p.to_string(),
             reason: "prompt embedding missing".into(),
         })
     })?;
+    if let (Some((path, head)), Some(dim)) = (head, set.embeddings.first().map(Vec::len)) {
+        if head.dim() != dim {
+            return Err(LabelError::Head {
+                path: path.display().to_string(),
+                reason: format!(
+                    "weights of dimension {}, the model's embeddings have {dim}",
+                    head.dim()
+                ),
+            }
+            .into());
+        }
+        set.head = Some(head.for_labels(&set.labels, path)?);
+    }
     let records = set
         .labels
         .iter()
@@ -201,6 +220,22 @@ pub fn prepare_labels(
         .collect();
     writer.set_labels(&model.id, records)?;
     Ok((set, missing.len()))
+}
+
+/// A probe head, refused unless it was trained on this model's embeddings.
+fn load_head<'a>(path: &'a Path, model_id: &str) -> Result<(&'a Path, ProbeHead), RunError> {
+    let head = ProbeHead::load(path)?;
+    if head.model_id != model_id {
+        return Err(LabelError::Head {
+            path: path.display().to_string(),
+            reason: format!(
+                "trained on embeddings of model {}, but this daemon runs model {model_id} (same directory and variant as when it was trained?)",
+                head.model_id
+            ),
+        }
+        .into());
+    }
+    Ok((path, head))
 }
 
 /// `variant = "auto"` picks the int8 files, but a database built before that default by the
@@ -335,7 +370,7 @@ struct InferenceOutcome {
 }
 
 enum WorkerControl {
-    Reload { templates: Vec<String> },
+    Reload { classify: ClassifyConfig },
 }
 
 /// The inference thread: windows in, segments to the writer; label reloads on request.
@@ -366,7 +401,7 @@ impl InferenceWorker {
             let control_rx = control.as_ref().unwrap_or(&never);
             select! {
                 recv(control_rx) -> msg => match msg {
-                    Ok(WorkerControl::Reload { templates }) => self.reload(&templates),
+                    Ok(WorkerControl::Reload { classify }) => self.reload(&classify),
                     Err(_) => control = None,
                 },
                 recv(jobs) -> job => match job {
@@ -419,14 +454,14 @@ impl InferenceWorker {
         Ok(())
     }
 
-    fn reload(&mut self, templates: &[String]) {
+    fn reload(&mut self, classify: &ClassifyConfig) {
         let started = Instant::now();
         match prepare_labels(
             &self.tagger.embedder,
             &self.store,
             &self.writer,
             &self.labels_path,
-            templates,
+            classify,
         ) {
             Ok((labels, encoded)) => {
                 tracing::info!(
@@ -492,7 +527,7 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
         &store,
         &writer,
         &config.labels_path,
-        &config.classify.prompt_templates,
+        &config.classify,
     )?;
     tracing::info!(
         labels = labels.labels.len(),
@@ -603,18 +638,20 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
                 break;
             }
             Some(ControlEvent::Reload) => {
-                let templates = match Config::load(&config.path) {
-                    Ok(c) => c.classify.prompt_templates,
+                // Templates and the probe head come from the config as it is now; the
+                // labels file is the one the daemon started with.
+                let classify = match Config::load(&config.path) {
+                    Ok(c) => c.classify,
                     Err(e) => {
                         tracing::error!(
-                            "config not re-read, the previous prompt templates stay: {e}"
+                            "config not re-read, the previous prompt templates and head stay: {e}"
                         );
-                        config.classify.prompt_templates.clone()
+                        config.classify.clone()
                     }
                 };
                 tracing::info!("reloading labels from {}", config.labels_path.display());
                 if control_tx
-                    .try_send(WorkerControl::Reload { templates })
+                    .try_send(WorkerControl::Reload { classify })
                     .is_err()
                 {
                     tracing::warn!("a label reload is already pending");

@@ -1,0 +1,139 @@
+//! cliptag-tune through the real binaries: a synthetic dataset rendered by GStreamer → the
+//! probe (the daemon's ingest and keyframe stages, the tiny CLIP model under tract) → a head
+//! file → the daemon scoring windows with it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cliptag::classify::{softmax, ProbeHead};
+use cliptag::store::Store;
+use common::*;
+
+fn tune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cliptag-tune"))
+        .args(args)
+        .output()
+        .expect("cliptag-tune runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// 4 classes × 5 clips of scripts/make-synthetic-dataset.sh.
+fn dataset(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let status = Command::new("bash")
+        .arg(repo().join("scripts/make-synthetic-dataset.sh"))
+        .arg(&data)
+        .args(["5", "4"])
+        .status()
+        .expect("the dataset script runs");
+    assert!(status.success());
+    data.join("dataset.csv")
+}
+
+#[test]
+fn probe_trains_from_the_cache_and_the_daemon_scores_with_its_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dataset(dir.path());
+    let head_path = dir.path().join("head.json");
+    let model = tiny_model();
+    let args = [
+        "probe",
+        "--data",
+        csv.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        head_path.to_str().unwrap(),
+    ];
+    let first = tune(&args);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let table = text(&first.stdout);
+    for row in ["shots", "\n1 ", "\n2 ", "\nall ", "\nzero-shot "] {
+        assert!(table.contains(row), "no {row:?} row in\n{table}");
+    }
+    assert!(
+        text(&first.stderr).contains("0 from the cache, 20 computed"),
+        "{}",
+        text(&first.stderr)
+    );
+    let head_bytes = std::fs::read(&head_path).unwrap();
+
+    // The second run decodes nothing and, being seeded, writes the same head.
+    let second = tune(&args);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("20 from the cache, 0 computed"),
+        "{}",
+        text(&second.stderr)
+    );
+    assert_eq!(std::fs::read(&head_path).unwrap(), head_bytes);
+    assert_eq!(text(&second.stdout), table);
+
+    let head = ProbeHead::load(&head_path).unwrap();
+    assert_eq!(
+        head.classes,
+        vec!["bouncing ball", "checkerboard", "zone plate", "colour bars"]
+    );
+
+    // The daemon with the head: labels in another order, every window scored by W·e + b.
+    std::fs::write(
+        dir.path().join("labels.txt"),
+        "colour bars\nzone plate\nbouncing ball\ncheckerboard\n",
+    )
+    .unwrap();
+    let clip = csv.parent().unwrap().join("zone_plate-0.mp4");
+    let config = dir.path().join("cliptag.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n[model]\ndir = {:?}\nthreads = 1\n\n[classify]\ntop_k = 4\nhead = \"head.json\"\n\n[[source]]\nname = \"clip\"\nuri = {clip:?}\n",
+            tiny_model()
+        ),
+    )
+    .unwrap();
+    let run = cliptag()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let store = Store::open_existing(&dir.path().join("tags.db")).unwrap();
+    let segments = store.segments(None).unwrap();
+    assert!(!segments.is_empty());
+    for segment in &segments {
+        assert_eq!(segment.model_id, head.model_id);
+        let expected = softmax(&head.logits(&segment.embedding));
+        assert_eq!(segment.matches.len(), 4);
+        for m in &segment.matches {
+            let class = head.classes.iter().position(|c| *c == m.label).unwrap();
+            assert!(
+                (m.probability - expected[class]).abs() < 1e-4,
+                "{}: stored {} expected {}",
+                m.label,
+                m.probability,
+                expected[class]
+            );
+        }
+    }
+
+    // A labels file the head was not trained for stops the daemon before any work.
+    std::fs::write(
+        dir.path().join("labels.txt"),
+        "colour bars\nzone plate\nbouncing ball\nsunset\n",
+    )
+    .unwrap();
+    let refused = cliptag()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("head.json") && err.contains("\"sunset\"") && err.contains("\"checkerboard\""),
+        "{err}"
+    );
+}
