@@ -218,6 +218,7 @@ struct RawClassify {
     min_probability: Option<toml::Spanned<f32>>,
     prompt_templates: Option<toml::Spanned<Vec<String>>>,
     head: Option<toml::Spanned<String>>,
+    label_embeddings: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,6 +309,9 @@ pub struct ClassifyConfig {
     /// A probe head from `cliptag-tune probe` that scores the labels instead of the cosine
     /// softmax; its classes must be the labels file's labels.
     pub head: Option<PathBuf>,
+    /// Label embeddings from `cliptag-tune prompts`, used instead of encoding the prompts of
+    /// the labels they cover.
+    pub label_embeddings: Option<PathBuf>,
 }
 
 impl Default for ClassifyConfig {
@@ -320,6 +324,7 @@ impl Default for ClassifyConfig {
                 .map(|s| s.to_string())
                 .collect(),
             head: None,
+            label_embeddings: None,
         }
     }
 }
@@ -522,6 +527,16 @@ impl Config {
                 ));
             }
             classify.head = Some(base.join(h.get_ref()));
+        }
+        if let Some(l) = raw.classify.label_embeddings {
+            if l.get_ref().trim().is_empty() {
+                return Err(invalid(
+                    "classify.label_embeddings",
+                    Some(l.span()),
+                    "expected the path of a label-embedding file".into(),
+                ));
+            }
+            classify.label_embeddings = Some(base.join(l.get_ref()));
         }
 
         let mut sources: Vec<SourceConfig> = Vec::new();

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cliptag::classify::{softmax, ProbeHead};
+use cliptag::classify::{softmax, LearnedLabels, ProbeHead};
 use cliptag::store::Store;
 use common::*;
 
@@ -136,4 +136,80 @@ fn probe_trains_from_the_cache_and_the_daemon_scores_with_its_head() {
         err.contains("head.json") && err.contains("\"sunset\"") && err.contains("\"checkerboard\""),
         "{err}"
     );
+}
+
+#[test]
+fn learned_label_embeddings_replace_the_encoded_ones_in_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dataset(dir.path());
+    let out = dir.path().join("labels.json");
+    let model = tiny_model();
+    let o = tune(&[
+        "prompts",
+        "--data",
+        csv.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--interpolation",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let table = text(&o.stdout);
+    assert!(
+        table.contains("zero-shot") && table.contains("learned α=1"),
+        "{table}"
+    );
+    let learned = LearnedLabels::load(&out).unwrap();
+    assert_eq!(learned.labels.len(), 4);
+
+    // Only two of the labels are learned; the others are encoded from their prompts as usual.
+    std::fs::write(
+        dir.path().join("labels.txt"),
+        "zone plate\ncheckerboard\nsunset\n",
+    )
+    .unwrap();
+    let clip = csv.parent().unwrap().join("checkerboard-1.mp4");
+    let config = dir.path().join("cliptag.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n[model]\ndir = {:?}\nthreads = 1\n\n[classify]\ntop_k = 3\nlabel_embeddings = \"labels.json\"\n\n[[source]]\nname = \"clip\"\nuri = {clip:?}\n",
+            tiny_model()
+        ),
+    )
+    .unwrap();
+    let run = cliptag()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = text(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("not used"),
+        "the unused learned labels are named: {err}"
+    );
+    let store = Store::open_existing(&dir.path().join("tags.db")).unwrap();
+    let segments = store.segments(None).unwrap();
+    assert!(!segments.is_empty());
+    for segment in &segments {
+        assert_eq!(segment.model_id, learned.model_id);
+        for m in &segment.matches {
+            let expected = match learned.get(&m.label) {
+                Some(e) => cosine(&segment.embedding, e),
+                // "sunset" goes through the templates; it must not be a learned vector.
+                None => {
+                    assert_eq!(m.label, "sunset");
+                    continue;
+                }
+            };
+            assert!(
+                (m.cosine as f64 - expected).abs() < 1e-4,
+                "{}: {} vs {expected}",
+                m.label,
+                m.cosine
+            );
+        }
+    }
 }

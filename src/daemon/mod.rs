@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, select, Receiver};
 
-use crate::classify::{expand_labels, load_labels, LabelError, LabelSet, ProbeHead};
+use crate::classify::{expand_labels, load_labels, LabelError, LabelSet, LearnedLabels, ProbeHead};
 use crate::clip::{ClipError, ClipModel, LoadOptions, TextTower, MAX_BATCH};
 use crate::config::{ClassifyConfig, Config, ModelVariant};
 use crate::ingest::{FrameSource, GstSource, IngestError, Sampling};
@@ -164,6 +164,11 @@ pub fn prepare_labels(
         .as_deref()
         .map(|path| load_head(path, &model.id))
         .transpose()?;
+    let learned = classify
+        .label_embeddings
+        .as_deref()
+        .map(|path| load_learned_labels(path, &model.id))
+        .transpose()?;
     let labels = expand_labels(&load_labels(labels_path)?, &classify.prompt_templates);
     let mut prompts: Vec<String> = labels
         .iter()
@@ -195,6 +200,33 @@ pub fn prepare_labels(
             reason: "prompt embedding missing".into(),
         })
     })?;
+    if let Some((path, learned)) = &learned {
+        for (label, embedding) in set.labels.iter().zip(set.embeddings.iter_mut()) {
+            if let Some(e) = learned.get(&label.text) {
+                if e.len() != embedding.len() {
+                    return Err(LabelError::Learned {
+                        path: path.display().to_string(),
+                        reason: format!(
+                            "embeddings of dimension {}, the model's have {}",
+                            e.len(),
+                            embedding.len()
+                        ),
+                    }
+                    .into());
+                }
+                *embedding = crate::clip::l2_normalized(e.to_vec());
+            }
+        }
+        let unused: Vec<&str> = learned
+            .labels
+            .iter()
+            .map(|l| l.label.as_str())
+            .filter(|l| !set.labels.iter().any(|s| s.text == *l))
+            .collect();
+        if !unused.is_empty() {
+            tracing::warn!(file = %path.display(), ?unused, "learned label embeddings for labels not in the labels file are not used");
+        }
+    }
     if let (Some((path, head)), Some(dim)) = (head, set.embeddings.first().map(Vec::len)) {
         if head.dim() != dim {
             return Err(LabelError::Head {
@@ -236,6 +268,25 @@ fn load_head<'a>(path: &'a Path, model_id: &str) -> Result<(&'a Path, ProbeHead)
         .into());
     }
     Ok((path, head))
+}
+
+/// Learned label embeddings, refused unless they were learned on this model's embeddings.
+fn load_learned_labels<'a>(
+    path: &'a Path,
+    model_id: &str,
+) -> Result<(&'a Path, LearnedLabels), RunError> {
+    let learned = LearnedLabels::load(path)?;
+    if learned.model_id != model_id {
+        return Err(LabelError::Learned {
+            path: path.display().to_string(),
+            reason: format!(
+                "learned on embeddings of model {}, but this daemon runs model {model_id} (same directory and variant as when they were learned?)",
+                learned.model_id
+            ),
+        }
+        .into());
+    }
+    Ok((path, learned))
 }
 
 /// `variant = "auto"` picks the int8 files, but a database built before that default by the
