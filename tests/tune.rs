@@ -74,6 +74,46 @@ fn probe_trains_from_the_cache_and_the_daemon_scores_with_its_head() {
     assert_eq!(std::fs::read(&head_path).unwrap(), head_bytes);
     assert_eq!(text(&second.stdout), table);
 
+    // eval reproduces the probe's test accuracy and adds zero-shot, for both aggregations.
+    let out_dir = dir.path().join("eval");
+    let o = tune(&[
+        "eval",
+        "--data",
+        csv.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--head",
+        head_path.to_str().unwrap(),
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let probe_all = table
+        .lines()
+        .find(|l| l.starts_with("all "))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .trim_end_matches('%')
+        .to_string();
+    let metrics = std::fs::read_to_string(out_dir.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = metrics.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        rows[0][..5],
+        ["method", "aggregation", "videos", "top1", "top5"]
+    );
+    let methods: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        methods,
+        [
+            ("zero-shot", "mean"),
+            ("probe", "mean"),
+            ("zero-shot", "grid"),
+            ("probe", "grid")
+        ]
+    );
+    assert_eq!(rows[2][3], probe_all, "{metrics}\n{table}");
+    assert!(out_dir.join("confusion_probe_grid.csv").is_file());
+
     let head = ProbeHead::load(&head_path).unwrap();
     assert_eq!(
         head.classes,

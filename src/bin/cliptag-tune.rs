@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use cliptag::classify::{expand_labels, Aggregation, LearnedLabels, ProbeHead};
 use cliptag::clip::{ClipModel, LoadOptions, TextTower};
 use cliptag::config::{ClassifyConfig, Config, ModelVariant};
+use cliptag::tune::eval::{cosine_scores, evaluate, head_scores, Evaluation};
 use cliptag::tune::{
     Dataset, EmbedSettings, EmbeddedDataset, EmbeddingCache, PromptSettings, Split,
 };
@@ -47,6 +49,31 @@ enum Command {
         #[arg(long, default_value_t = 2e-3)]
         learning_rate: f64,
     },
+    /// Top-1/top-5, per-class accuracy, confusion and video↔text retrieval on the test
+    /// split, for zero-shot and for the given head and label embeddings, per aggregation.
+    Eval {
+        #[command(flatten)]
+        data: DataArgs,
+        /// A probe head from `cliptag-tune probe`.
+        #[arg(long)]
+        head: Option<PathBuf>,
+        /// Label embeddings from `cliptag-tune prompts`.
+        #[arg(long)]
+        label_embeddings: Option<PathBuf>,
+        /// Aggregations to compare: the mean of keyframe embeddings, and the 3×3 grid image.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "mean,grid")]
+        aggregations: Vec<AggregationArg>,
+        /// Write metrics.csv, per_class.csv and one confusion matrix CSV per row here.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// Window aggregations to evaluate.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum AggregationArg {
+    Mean,
+    Grid,
 }
 
 /// The dataset and the model whose frozen embeddings it is tuned on.
@@ -87,8 +114,45 @@ struct Prepared {
     templates: Vec<String>,
 }
 
+/// The model, dataset and settings, before any video is embedded.
+struct Setup {
+    model: ClipModel,
+    dataset: Dataset,
+    settings: EmbedSettings,
+    templates: Vec<String>,
+    cache: EmbeddingCache,
+}
+
+impl Setup {
+    fn embed(&mut self, settings: &EmbedSettings) -> Result<EmbeddedDataset> {
+        let (hits, misses) = (self.cache.hits, self.cache.misses);
+        let embedded =
+            cliptag::tune::embed_dataset(&self.model, &self.dataset, settings, &mut self.cache)?;
+        eprintln!(
+            "embeddings ({:?}): {} from the cache, {} computed, {} videos skipped",
+            settings.keyframes.aggregate,
+            self.cache.hits - hits,
+            self.cache.misses - misses,
+            embedded.skipped.len()
+        );
+        Ok(embedded)
+    }
+}
+
 impl DataArgs {
     fn prepare(&self) -> Result<Prepared> {
+        let mut setup = self.setup()?;
+        let settings = setup.settings.clone();
+        let embedded = setup.embed(&settings)?;
+        Ok(Prepared {
+            model: setup.model,
+            dataset: setup.dataset,
+            embedded,
+            templates: setup.templates,
+        })
+    }
+
+    fn setup(&self) -> Result<Setup> {
         cliptag::ingest::init()?;
         let (model, settings, classify) = match (&self.source.config, &self.source.model) {
             (Some(path), _) => {
@@ -129,19 +193,12 @@ impl DataArgs {
                 .map(|p| p.join(".cliptag-cache"))
                 .unwrap_or_else(|| PathBuf::from(".cliptag-cache"))
         });
-        let mut cache = EmbeddingCache::new(&cache_dir)?;
-        let embedded = cliptag::tune::embed_dataset(&model, &dataset, &settings, &mut cache)?;
-        eprintln!(
-            "embeddings: {} from the cache, {} computed, {} videos skipped",
-            cache.hits,
-            cache.misses,
-            embedded.skipped.len()
-        );
-        Ok(Prepared {
+        Ok(Setup {
             model,
             dataset,
-            embedded,
+            settings,
             templates: classify.prompt_templates,
+            cache: EmbeddingCache::new(&cache_dir)?,
         })
     }
 }
@@ -184,7 +241,182 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             prompts(&data, &out, &settings)
         }
+        Command::Eval {
+            data,
+            head,
+            label_embeddings,
+            aggregations,
+            out_dir,
+        } => eval(
+            &data,
+            head.as_deref(),
+            label_embeddings.as_deref(),
+            &aggregations,
+            out_dir.as_deref(),
+        ),
     }
+}
+
+fn eval(
+    data: &DataArgs,
+    head: Option<&Path>,
+    label_embeddings: Option<&Path>,
+    aggregations: &[AggregationArg],
+    out_dir: Option<&Path>,
+) -> Result<ExitCode> {
+    let mut setup = data.setup()?;
+    let classes = setup.dataset.classes.clone();
+    let head = head
+        .map(|path| -> Result<ProbeHead> {
+            let head = ProbeHead::load(path)?;
+            check_model(path, &head.model_id, &setup.model.id)?;
+            let labels = expand_labels(&classes, &[]);
+            Ok(head.for_labels(&labels, path)?)
+        })
+        .transpose()?;
+    let learned = label_embeddings
+        .map(|path| -> Result<Vec<Vec<f32>>> {
+            let learned = LearnedLabels::load(path)?;
+            check_model(path, &learned.model_id, &setup.model.id)?;
+            classes
+                .iter()
+                .map(|c| {
+                    learned.get(c).map(<[f32]>::to_vec).with_context(|| {
+                        format!("{}: no learned embedding for class {c:?}", path.display())
+                    })
+                })
+                .collect()
+        })
+        .transpose()?;
+    let zero_shot = cliptag::tune::zero_shot_embeddings(&setup.model, &classes, &setup.templates)?;
+
+    let mut rows: Vec<(String, String, Evaluation)> = Vec::new();
+    for aggregation in aggregations {
+        let mut settings = setup.settings.clone();
+        settings.keyframes.aggregate = match aggregation {
+            AggregationArg::Mean => Aggregation::Mean,
+            AggregationArg::Grid => Aggregation::Grid,
+        };
+        let test = setup.embed(&settings)?.test;
+        let name = format!("{:?}", settings.keyframes.aggregate).to_lowercase();
+        let n = classes.len();
+        rows.push((
+            "zero-shot".into(),
+            name.clone(),
+            evaluate(&cosine_scores(&zero_shot, &test.x), &test.y, n, true),
+        ));
+        if let Some(learned) = &learned {
+            rows.push((
+                "prompts".into(),
+                name.clone(),
+                evaluate(&cosine_scores(learned, &test.x), &test.y, n, true),
+            ));
+        }
+        if let Some(head) = &head {
+            rows.push((
+                "probe".into(),
+                name.clone(),
+                evaluate(&head_scores(head, &test.x), &test.y, n, false),
+            ));
+        }
+    }
+
+    let percent = |v: f64| format!("{:.1}", 100.0 * v);
+    let retrieval = |r: &Option<cliptag::tune::eval::Retrieval>| match r {
+        Some(r) => [
+            percent(r.recall_at[0]),
+            percent(r.recall_at[1]),
+            percent(r.recall_at[2]),
+            format!("{}", r.median_rank),
+        ],
+        None => ["-".into(), "-".into(), "-".into(), "-".into()],
+    };
+    let header = [
+        "method",
+        "aggregation",
+        "videos",
+        "top1",
+        "top5",
+        "v2t_r1",
+        "v2t_r5",
+        "v2t_r10",
+        "v2t_medr",
+        "t2v_r1",
+        "t2v_r5",
+        "t2v_r10",
+        "t2v_medr",
+    ];
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(method, aggregation, e)| {
+            let mut row = vec![
+                method.clone(),
+                aggregation.clone(),
+                e.videos.to_string(),
+                percent(e.top1),
+                percent(e.top5),
+            ];
+            row.extend(retrieval(&e.video_to_text));
+            row.extend(retrieval(&e.text_to_video));
+            row
+        })
+        .collect();
+    println!("{}", header.map(|h| format!("{h:>9}")).join(" "));
+    for row in &table {
+        println!(
+            "{}",
+            row.iter()
+                .map(|c| format!("{c:>9}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut metrics = header.join(",") + "\n";
+        for row in &table {
+            metrics += &(row.join(",") + "\n");
+        }
+        std::fs::write(dir.join("metrics.csv"), metrics)?;
+        let mut per_class = String::from("method,aggregation,class,correct,videos\n");
+        for (method, aggregation, e) in &rows {
+            for (class, (correct, videos)) in classes.iter().zip(&e.per_class) {
+                per_class += &format!("{method},{aggregation},\"{class}\",{correct},{videos}\n");
+            }
+            let mut confusion = String::from("truth\\predicted");
+            for class in &classes {
+                confusion += &format!(",\"{class}\"");
+            }
+            confusion.push('\n');
+            for (class, counts) in classes.iter().zip(&e.confusion) {
+                confusion += &format!("\"{class}\"");
+                for c in counts {
+                    confusion += &format!(",{c}");
+                }
+                confusion.push('\n');
+            }
+            std::fs::write(
+                dir.join(format!("confusion_{method}_{aggregation}.csv")),
+                confusion,
+            )?;
+        }
+        std::fs::write(dir.join("per_class.csv"), per_class)?;
+        eprintln!(
+            "metrics, per-class accuracy and confusion matrices written to {}",
+            dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A tuned file must come from the model the evaluation runs.
+fn check_model(path: &Path, file_model: &str, model: &str) -> Result<()> {
+    anyhow::ensure!(
+        file_model == model,
+        "{}: made for model {file_model}, but the evaluation runs model {model}",
+        path.display()
+    );
+    Ok(())
 }
 
 fn probe(data: &DataArgs, out: &Path) -> Result<ExitCode> {

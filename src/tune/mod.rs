@@ -16,6 +16,7 @@
 
 pub mod dataset;
 pub mod embed;
+pub mod eval;
 pub mod probe;
 pub mod prompts;
 
