@@ -4,12 +4,16 @@
 # arm64 GStreamer, whose embeddings must match the x86-64 build's (cosine ≥ 0.9999).
 #
 #   cross/smoke-aarch64.sh [--profile PROFILE]     (default: release)
+#
+# CLIPTAG_HOST_FEATURES: cargo features of the x86-64 build to compare with (the test suite
+# passes its own, so that build is the one it already has).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=release
 if [[ ${1:-} == --profile ]]; then profile=$2; fi
 bin=$(cross/build-aarch64.sh --profile "$profile")
-cargo build --locked --profile "$profile" --bin cliptag >&2
+host_features=${CLIPTAG_HOST_FEATURES:-}
+cargo build --locked --profile "$profile" --bin cliptag ${host_features:+--features "$host_features"} >&2
 dir=$profile
 [[ $profile == dev ]] && dir=debug
 host=target/$dir/cliptag

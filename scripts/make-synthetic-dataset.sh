@@ -18,10 +18,10 @@ all=(
     "checkerboard|pattern=checkers-8"
     "zone plate|pattern=zone-plate kt2=0 kx2=20 ky2=20"
     "colour bars|pattern=smpte"
-    "pinwheel|pattern=pinwheel"
-    "spokes|pattern=spokes"
-    "circles|pattern=circular"
     "noise|pattern=snow"
+    "spokes|pattern=spokes"
+    "moving bar|pattern=bar"
+    "colour spectrum|pattern=colors"
 )
 RANDOM=42
 echo "path,label" >"$out/dataset.csv.tmp"

@@ -253,3 +253,138 @@ fn learned_label_embeddings_replace_the_encoded_ones_in_the_daemon() {
         }
     }
 }
+
+/// The candle towers (the trainer's model) against transformers' reference outputs on the
+/// fixture weights: cosine ≥ 0.9999 for every caption and frame.
+#[test]
+fn candle_clip_matches_transformers_on_the_fixture_weights() {
+    use candle_core::{Device, Tensor};
+    let device = Device::Cpu;
+    let (clip, _vars) = cliptag::tune::model::load_hf(&tiny_model(), &device).unwrap();
+    let reference = json(&reference_dir().join("captions.json"));
+    for c in reference["captions"].as_array().unwrap() {
+        let ids: Vec<u32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let n = ids.len();
+        let ids = Tensor::from_vec(ids, (1, n), &device).unwrap();
+        let got: Vec<f32> = clip
+            .text
+            .forward(&ids)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let cos = cosine(&got, &floats(&c["text_embeds"]));
+        assert!(cos >= 0.9999, "{:?}: cosine {cos}", c["text"]);
+    }
+    let frames = json(&reference_dir().join("frames.json"));
+    for f in frames["frames"].as_array().unwrap() {
+        let pixels = read_f32s(&reference_dir().join(f["pixel_values"].as_str().unwrap()));
+        let pixels = Tensor::from_vec(pixels, (1, 3, 224, 224), &device).unwrap();
+        let got: Vec<f32> = clip
+            .vision
+            .forward(&pixels, 1.0, 0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let cos = cosine(&got, &floats(&f["image_embeds"]));
+        assert!(cos >= 0.9999, "{}: cosine {cos}", f["name"]);
+        // Patch dropout sees half the patches: another embedding, still a finite one.
+        let dropped: Vec<f32> = clip
+            .vision
+            .forward(&pixels, 0.5, 7)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(dropped.iter().all(|v| v.is_finite()));
+        assert!(cosine(&dropped, &got) < 0.99999);
+    }
+}
+
+/// ViFi-CLIP fine-tuning of the tiny model on the synthetic task: the loss falls, the
+/// weights come out in the base's layout, and a checkpointed run resumes where it stopped.
+#[test]
+fn finetune_trains_checkpoints_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dataset(dir.path());
+    let out = dir.path().join("tuned");
+    let checkpoints = dir.path().join("checkpoints");
+    let model = tiny_model();
+    let run = |epochs: &str| {
+        tune(&[
+            "finetune",
+            "--data",
+            csv.to_str().unwrap(),
+            "--base",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            epochs,
+            "--batch",
+            "4",
+            "--learning-rate",
+            "1e-3",
+            "--keyframes",
+            "2",
+            "--checkpoints",
+            checkpoints.to_str().unwrap(),
+        ])
+    };
+    let first = run("2");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(checkpoints.join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["epochs_done"], 2);
+    // Asked for 4 epochs with 2 in the checkpoint: epochs 3 and 4 run, 1 and 2 are reported.
+    let second = run("4");
+    let table = text(&second.stdout);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let losses: Vec<f64> = table
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() == 5 && cols[0].parse::<usize>().is_ok()).then(|| cols[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(losses.len(), 4, "{table}");
+    assert!(losses[3] < losses[0], "loss did not fall: {losses:?}");
+    assert!(table.contains("test top-1:"), "{table}");
+    // The trained weights load as a base model again, and differ from the start.
+    let (tuned, _) = cliptag::tune::model::load_hf(&out, &candle_core::Device::Cpu).unwrap();
+    let (base, _) = cliptag::tune::model::load_hf(&model, &candle_core::Device::Cpu).unwrap();
+    let ids = candle_core::Tensor::from_vec(
+        vec![49406u32, 2368, 49407],
+        (1, 3),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let a: Vec<f32> = tuned
+        .text
+        .forward(&ids)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let b: Vec<f32> = base
+        .text
+        .forward(&ids)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(cosine(&a, &b) < 0.9999);
+    assert!(out.join("training_log.csv").is_file() && out.join("tokenizer.json").is_file());
+}

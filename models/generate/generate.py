@@ -6,7 +6,7 @@ Hand-run only (CI never runs this). See models/generate/README.md.
 Default (no arguments):
   * writes models/tiny-clip/ (Xenova / HF-optimum layout: onnx/{vision,text}_model[_quantized].onnx,
     tokenizer.json, tokenizer_config.json, special_tokens_map.json, preprocessor_config.json,
-    config.json, README.md)
+    config.json, model.safetensors (the same weights for cliptag-tune), README.md)
   * writes tests/fixtures/reference/ (captions.json, frames.json, frames/*.rgb,
     frames/*.pixel_values.f32, summary.json)
   * then, from those files (unless --skip-other-layouts): models/tiny-clip-immich/ and
@@ -312,6 +312,24 @@ def build_models(preset: str):
                             if k.startswith(("vision_model.", "visual_projection."))}, strict=True)
     assert text.config.eos_token_id == EOS_ID and text.text_model.eos_token_id == EOS_ID
     return cfg, text, vision
+
+
+def save_hf_weights(cfg, text, vision, path: Path):
+    """model.safetensors in CLIPModel's layout (text_model.*, vision_model.*, the two
+    projections, logit_scale): the same weights as the ONNX files, for cliptag-tune (candle)
+    to start from, as users start from openai/clip-vit-base-patch32's file."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for sd in (text.state_dict(), vision.state_dict()):
+        for k, v in sd.items():
+            if k.endswith("position_ids"):
+                continue
+            tensors[k] = v.detach().contiguous().clone()
+    tensors["logit_scale"] = torch.tensor(cfg.logit_scale_init_value, dtype=torch.float32)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    log(f"wrote {path.name}: {len(tensors)} tensors, {path.stat().st_size / 1e6:.2f} MB")
 
 
 def wrappers(text, vision):
@@ -1453,6 +1471,7 @@ def main():
     # ---- model
     cfg, text, vision = build_models(args.preset)
     cfg.save_pretrained(str(model_dir))  # config.json only
+    save_hf_weights(cfg, text, vision, model_dir / "model.safetensors")
     text_w, vision_w = wrappers(text, vision)
     export_onnx(text_w, vision_w, onnx_dir)
 

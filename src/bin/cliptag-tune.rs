@@ -10,6 +10,7 @@ use cliptag::classify::{expand_labels, Aggregation, LearnedLabels, ProbeHead};
 use cliptag::clip::{ClipModel, LoadOptions, TextTower};
 use cliptag::config::{ClassifyConfig, Config, ModelVariant};
 use cliptag::tune::eval::{cosine_scores, evaluate, head_scores, Evaluation};
+use cliptag::tune::finetune::{FinetuneSettings, TrainingSetup, TrainingVideo};
 use cliptag::tune::{
     Dataset, EmbedSettings, EmbeddedDataset, EmbeddingCache, PromptSettings, Split,
 };
@@ -48,6 +49,51 @@ enum Command {
         epochs: usize,
         #[arg(long, default_value_t = 2e-3)]
         learning_rate: f64,
+    },
+    /// ViFi-CLIP fine-tuning of both towers from Hugging Face weights; writes Hugging Face
+    /// weights (`cliptag-tune export` turns them into a model directory the daemon loads).
+    Finetune {
+        /// The dataset CSV (`path,label[,split]`).
+        #[arg(long)]
+        data: PathBuf,
+        /// Hugging Face CLIP directory to start from (config.json, model.safetensors,
+        /// tokenizer.json, preprocessor_config.json).
+        #[arg(long)]
+        base: PathBuf,
+        /// Output directory for the trained weights (same layout as --base).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        /// Videos per step.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-5)]
+        learning_rate: f64,
+        #[arg(long, default_value_t = 0.001)]
+        weight_decay: f64,
+        /// Fraction of the steps spent warming the learning rate up.
+        #[arg(long, default_value_t = 0.1)]
+        warmup: f64,
+        /// Global gradient-norm cap.
+        #[arg(long, default_value_t = 1.0)]
+        clip_norm: f64,
+        /// Patch dropout keep rate (1 = off; paper 002 uses 0.5).
+        #[arg(long, default_value_t = 0.5)]
+        patch_keep: f64,
+        /// Leave the embeddings and this many lower blocks of each tower frozen.
+        #[arg(long, default_value_t = 0)]
+        freeze_layers: usize,
+        /// Sampling rate and keyframes per video (the daemon's defaults).
+        #[arg(long, default_value_t = 1.0)]
+        fps: f64,
+        #[arg(long, default_value_t = 5)]
+        keyframes: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Checkpoint after every epoch here, and resume from it when it holds one.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
     },
     /// Top-1/top-5, per-class accuracy, confusion and video↔text retrieval on the test
     /// split, for zero-shot and for the given head and label embeddings, per aggregation.
@@ -241,6 +287,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             prompts(&data, &out, &settings)
         }
+        Command::Finetune {
+            data,
+            base,
+            out,
+            epochs,
+            batch,
+            learning_rate,
+            weight_decay,
+            warmup,
+            clip_norm,
+            patch_keep,
+            freeze_layers,
+            fps,
+            keyframes,
+            seed,
+            checkpoints,
+        } => {
+            anyhow::ensure!(
+                patch_keep > 0.0 && patch_keep <= 1.0,
+                "--patch-keep must be in (0, 1], got {patch_keep}"
+            );
+            anyhow::ensure!(fps > 0.0 && fps.is_finite(), "--fps must be positive");
+            let settings = FinetuneSettings {
+                epochs,
+                batch_videos: batch.max(1),
+                learning_rate,
+                weight_decay,
+                warmup_fraction: warmup,
+                clip_norm,
+                patch_keep,
+                freeze_layers,
+                seed,
+                checkpoint_dir: checkpoints,
+            };
+            let embed = EmbedSettings {
+                sampling: cliptag::ingest::Sampling::Fps(fps),
+                keyframes: cliptag::config::KeyframeConfig {
+                    k: keyframes.max(1),
+                    ..Default::default()
+                },
+            };
+            finetune(&data, &base, &out, &settings, &embed, seed)
+        }
         Command::Eval {
             data,
             head,
@@ -255,6 +344,98 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out_dir.as_deref(),
         ),
     }
+}
+
+fn finetune(
+    data: &Path,
+    base: &Path,
+    out: &Path,
+    settings: &FinetuneSettings,
+    embed: &EmbedSettings,
+    seed: u64,
+) -> Result<ExitCode> {
+    cliptag::ingest::init()?;
+    let mut setup = TrainingSetup::open(base)?;
+    let dataset = Dataset::load(data, seed)?;
+    let class_ids = setup.class_ids(&dataset.classes)?;
+    let decode = |split| setup.videos(&dataset, split, embed);
+    let (train, val, test) = (
+        decode(Split::Train)?,
+        decode(Split::Val)?,
+        decode(Split::Test)?,
+    );
+    anyhow::ensure!(!train.is_empty(), "{}: no training videos", data.display());
+    eprintln!(
+        "dataset {}: {} classes, {} train / {} val / {} test videos",
+        data.display(),
+        dataset.classes.len(),
+        train.len(),
+        val.len(),
+        test.len()
+    );
+    let accuracy = |videos: &[TrainingVideo]| {
+        cliptag::tune::finetune::accuracy(&setup.clip, &class_ids, videos, &setup.device)
+    };
+    let before = accuracy(&test)?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{bar:30}] loss {msg} {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let log = cliptag::tune::finetune::finetune(
+        &setup.clip,
+        &mut setup.varmap,
+        &class_ids,
+        &train,
+        &val,
+        settings,
+        &setup.device,
+        &mut |step, total, loss, rate| {
+            bar.set_length(total as u64);
+            bar.set_position(step as u64);
+            bar.set_message(format!("{loss:.4} ({rate:.1} videos/s)"));
+        },
+    )?;
+    bar.finish_and_clear();
+    let after = accuracy(&test)?;
+    let train_after = accuracy(&train)?;
+    println!(
+        "{:>5} {:>6} {:>10} {:>8} {:>10}",
+        "epoch", "steps", "loss", "val", "videos/s"
+    );
+    for e in &log {
+        println!(
+            "{:>5} {:>6} {:>10.4} {:>7.1}% {:>10.2}",
+            e.epoch,
+            e.steps,
+            e.train_loss,
+            100.0 * e.val_accuracy,
+            e.videos_per_second
+        );
+    }
+    println!(
+        "test top-1: {:.1}% before, {:.1}% after (train {:.1}%; {} epochs, {:.0} s)",
+        100.0 * before,
+        100.0 * after,
+        100.0 * train_after,
+        log.len(),
+        started.elapsed().as_secs_f64()
+    );
+    setup.save(base, out)?;
+    let mut csv =
+        String::from("epoch,steps,train_loss,val_accuracy,learning_rate,videos_per_second\n");
+    for e in &log {
+        csv += &format!(
+            "{},{},{},{},{},{}\n",
+            e.epoch, e.steps, e.train_loss, e.val_accuracy, e.learning_rate, e.videos_per_second
+        );
+    }
+    std::fs::write(out.join("training_log.csv"), csv)?;
+    eprintln!("trained weights written to {}", out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn eval(

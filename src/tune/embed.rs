@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::TuneError;
 use crate::classify::{mean_embedding, Aggregation};
-use crate::clip::ClipModel;
+use crate::clip::{ClipModel, PreprocessConfig};
 use crate::config::KeyframeConfig;
 use crate::daemon::tagger::{job_from_window, selector_for};
 use crate::ingest::{FrameSource, GstSource, Sampling};
@@ -135,6 +135,27 @@ pub fn video_embedding(
     settings: &EmbedSettings,
     video: &Path,
 ) -> Result<Vec<f32>, TuneError> {
+    let pixels = keyframe_pixels(&model.preprocess, settings, video)?;
+    let embeddings = model.embed_pixels(&pixels)?;
+    match settings.keyframes.aggregate {
+        Aggregation::Grid => embeddings.into_iter().next(),
+        Aggregation::Mean | Aggregation::Max => {
+            mean_embedding(embeddings.iter().map(Vec::as_slice))
+        }
+    }
+    .ok_or_else(|| TuneError::Video {
+        path: video.display().to_string(),
+        reason: "no keyframes".into(),
+    })
+}
+
+/// The preprocessed keyframes of one video, as the daemon would feed them to CLIP: one
+/// tensor per keyframe, or one grid image with `Aggregation::Grid`.
+pub fn keyframe_pixels(
+    recipe: &PreprocessConfig,
+    settings: &EmbedSettings,
+    video: &Path,
+) -> Result<Vec<Vec<f32>>, TuneError> {
     let shown = video.display().to_string();
     let video_err = |reason: String| TuneError::Video {
         path: shown.clone(),
@@ -159,15 +180,8 @@ pub fn video_embedding(
         &shown,
         &location,
         window,
-        &model.preprocess,
+        recipe,
         settings.keyframes.aggregate,
     );
-    let embeddings = model.embed_pixels(&job.pixels)?;
-    match settings.keyframes.aggregate {
-        Aggregation::Grid => embeddings.into_iter().next(),
-        Aggregation::Mean | Aggregation::Max => {
-            mean_embedding(embeddings.iter().map(Vec::as_slice))
-        }
-    }
-    .ok_or_else(|| video_err("no keyframes".into()))
+    Ok(job.pixels)
 }

@@ -17,6 +17,8 @@
 pub mod dataset;
 pub mod embed;
 pub mod eval;
+pub mod finetune;
+pub mod model;
 pub mod probe;
 pub mod prompts;
 
@@ -41,6 +43,10 @@ pub enum TuneError {
     Video { path: String, reason: String },
     #[error("embedding cache {path}: {reason}")]
     Cache { path: String, reason: String },
+    #[error("training: {0}")]
+    Training(String),
+    #[error("model {path}: {reason}")]
+    Model { path: String, reason: String },
     #[error(transparent)]
     Clip(#[from] crate::clip::ClipError),
 }

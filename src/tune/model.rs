@@ -1,0 +1,397 @@
+//! CLIP in candle, for training: both towers with Hugging Face's parameter names, so
+//! `model.safetensors` of the openai/clip-vit-base-patch32 layout loads as it is and the
+//! trained weights save back in that layout.
+//!
+//! Rules:
+//! - The forward pass is transformers' CLIPModel (pre-LayerNorm blocks, QuickGELU, text
+//!   pooled at the first end-of-text token, projections without bias), checked against
+//!   its reference outputs on the fixture model.
+//! - Patch dropout (paper 002) keeps a random subset of patch tokens, never the class
+//!   token, and only when asked (training); inference sees every patch.
+//! - Written here rather than taken from candle-transformers so that patch dropout and
+//!   freezing lower layers have somewhere to live.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{
+    conv2d_no_bias, embedding, layer_norm, linear, linear_no_bias, Conv2d, Conv2dConfig, Embedding,
+    LayerNorm, LayerNormConfig, Linear, VarBuilder,
+};
+use serde::Deserialize;
+
+use super::TuneError;
+
+/// The parts of Hugging Face's `config.json` (model_type "clip") the towers need.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HfClipConfig {
+    pub projection_dim: usize,
+    #[serde(default = "default_logit_scale")]
+    pub logit_scale_init_value: f64,
+    pub text_config: HfTowerConfig,
+    pub vision_config: HfTowerConfig,
+}
+
+fn default_logit_scale() -> f64 {
+    2.6592
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HfTowerConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
+    pub num_hidden_layers: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    // text
+    #[serde(default)]
+    pub vocab_size: usize,
+    #[serde(default)]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    // vision
+    #[serde(default)]
+    pub image_size: usize,
+    #[serde(default)]
+    pub patch_size: usize,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+fn default_act() -> String {
+    "quick_gelu".into()
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(c: &HfTowerConfig, vb: VarBuilder) -> Result<Self> {
+        let d = c.hidden_size;
+        Ok(Attention {
+            q: linear(d, d, vb.pp("q_proj"))?,
+            k: linear(d, d, vb.pp("k_proj"))?,
+            v: linear(d, d, vb.pp("v_proj"))?,
+            out: linear(d, d, vb.pp("out_proj"))?,
+            heads: c.num_attention_heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let hd = d / self.heads;
+        let split = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, s, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split((self.q.forward(x)? * (hd as f64).powf(-0.5))?)?;
+        let k = split(self.k.forward(x)?)?;
+        let v = split(self.v.forward(x)?)?;
+        let mut scores = q.matmul(&k.t()?.contiguous()?)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
+        self.out.forward(&context)
+    }
+}
+
+struct Block {
+    ln1: LayerNorm,
+    attn: Attention,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    quick_gelu: bool,
+}
+
+impl Block {
+    fn new(c: &HfTowerConfig, vb: VarBuilder) -> Result<Self> {
+        let ln = |name: &str| layer_norm(c.hidden_size, ln_config(c), vb.pp(name));
+        Ok(Block {
+            ln1: ln("layer_norm1")?,
+            attn: Attention::new(c, vb.pp("self_attn"))?,
+            ln2: ln("layer_norm2")?,
+            fc1: linear(c.hidden_size, c.intermediate_size, vb.pp("mlp").pp("fc1"))?,
+            fc2: linear(c.intermediate_size, c.hidden_size, vb.pp("mlp").pp("fc2"))?,
+            quick_gelu: c.hidden_act == "quick_gelu",
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask)?)?;
+        let h = self.fc1.forward(&self.ln2.forward(&x)?)?;
+        let h = if self.quick_gelu {
+            (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?
+        } else {
+            h.gelu_erf()?
+        };
+        x + self.fc2.forward(&h)?
+    }
+}
+
+fn ln_config(c: &HfTowerConfig) -> LayerNormConfig {
+    LayerNormConfig {
+        eps: c.layer_norm_eps,
+        ..Default::default()
+    }
+}
+
+fn encoder(c: &HfTowerConfig, vb: VarBuilder) -> Result<Vec<Block>> {
+    (0..c.num_hidden_layers)
+        .map(|i| Block::new(c, vb.pp("encoder").pp("layers").pp(i.to_string())))
+        .collect()
+}
+
+pub struct TextTower {
+    token: Embedding,
+    position: Embedding,
+    blocks: Vec<Block>,
+    final_ln: LayerNorm,
+    projection: Linear,
+    eos: u32,
+}
+
+impl TextTower {
+    /// `input_ids`: [batch, sequence] u32. Returns the projected, unnormalised embeddings.
+    pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (b, s) = input_ids.dims2()?;
+        let device = input_ids.device();
+        let positions = Tensor::arange(0u32, s as u32, device)?;
+        let x = self
+            .token
+            .forward(input_ids)?
+            .broadcast_add(&self.position.forward(&positions)?)?;
+        let mask: Vec<f32> = (0..s * s)
+            .map(|i| {
+                if i % s > i / s {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (s, s), device)?;
+        let mut x = x;
+        for block in &self.blocks {
+            x = block.forward(&x, Some(&mask))?;
+        }
+        let x = self.final_ln.forward(&x)?;
+        // Pooled at the first end-of-text token of each row.
+        let ids = input_ids.to_vec2::<u32>()?;
+        let rows = ids
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let at = row
+                    .iter()
+                    .position(|&t| t == self.eos)
+                    .unwrap_or(row.len() - 1);
+                x.get(i)?.get(at)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pooled = Tensor::stack(&rows, 0)?;
+        debug_assert_eq!(pooled.dims()[0], b);
+        self.projection.forward(&pooled)
+    }
+}
+
+pub struct VisionTower {
+    class_embedding: Tensor,
+    patch: Conv2d,
+    position: Embedding,
+    pre_ln: LayerNorm,
+    blocks: Vec<Block>,
+    post_ln: LayerNorm,
+    projection: Linear,
+    patches: usize,
+}
+
+impl VisionTower {
+    /// `pixels`: [batch, 3, H, W] preprocessed. `keep`: patch dropout's keep rate (1 = off);
+    /// `rng_seed` picks the kept patches.
+    pub fn forward(&self, pixels: &Tensor, keep: f64, rng_seed: u64) -> Result<Tensor> {
+        let b = pixels.dims()[0];
+        let device = pixels.device();
+        let patches = self
+            .patch
+            .forward(pixels)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
+        let d = patches.dims()[2];
+        let class = self
+            .class_embedding
+            .reshape((1, 1, d))?
+            .broadcast_as((b, 1, d))?;
+        let x = Tensor::cat(&[&class, &patches], 1)?;
+        let positions = Tensor::arange(0u32, (self.patches + 1) as u32, device)?;
+        let mut x = x.broadcast_add(&self.position.forward(&positions)?)?;
+        if keep < 1.0 {
+            let kept = ((self.patches as f64 * keep).round() as usize).clamp(1, self.patches);
+            let mut index: Vec<u32> = (1..=self.patches as u32).collect();
+            shuffle(&mut index, rng_seed);
+            index.truncate(kept);
+            index.sort_unstable();
+            index.insert(0, 0);
+            let index = Tensor::from_vec(index, kept + 1, device)?;
+            x = x.index_select(&index, 1)?;
+        }
+        let mut x = self.pre_ln.forward(&x)?;
+        for block in &self.blocks {
+            x = block.forward(&x, None)?;
+        }
+        let pooled = self.post_ln.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+        self.projection.forward(&pooled)
+    }
+}
+
+/// A seeded Fisher–Yates shuffle (SplitMix64): patch dropout needs only reproducible
+/// randomness, not a statistical-quality generator.
+fn shuffle(values: &mut [u32], seed: u64) {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for i in (1..values.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        values.swap(i, j);
+    }
+}
+
+pub struct Clip {
+    pub text: TextTower,
+    pub vision: VisionTower,
+    /// log of CLIP's temperature, learned.
+    pub logit_scale: Tensor,
+    pub config: HfClipConfig,
+}
+
+impl Clip {
+    pub fn new(config: &HfClipConfig, vb: VarBuilder) -> Result<Clip> {
+        let t = &config.text_config;
+        let v = &config.vision_config;
+        let tv = vb.pp("text_model");
+        let text = TextTower {
+            token: embedding(
+                t.vocab_size,
+                t.hidden_size,
+                tv.pp("embeddings").pp("token_embedding"),
+            )?,
+            position: embedding(
+                t.max_position_embeddings,
+                t.hidden_size,
+                tv.pp("embeddings").pp("position_embedding"),
+            )?,
+            blocks: encoder(t, tv.clone())?,
+            final_ln: layer_norm(t.hidden_size, ln_config(t), tv.pp("final_layer_norm"))?,
+            projection: linear_no_bias(
+                t.hidden_size,
+                config.projection_dim,
+                vb.pp("text_projection"),
+            )?,
+            eos: t.eos_token_id.unwrap_or(49407),
+        };
+        let vv = vb.pp("vision_model");
+        let patches = (v.image_size / v.patch_size).pow(2);
+        let vision = VisionTower {
+            class_embedding: vv.pp("embeddings").get_with_hints(
+                v.hidden_size,
+                "class_embedding",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
+            patch: conv2d_no_bias(
+                3,
+                v.hidden_size,
+                v.patch_size,
+                Conv2dConfig {
+                    stride: v.patch_size,
+                    ..Default::default()
+                },
+                vv.pp("embeddings").pp("patch_embedding"),
+            )?,
+            position: embedding(
+                patches + 1,
+                v.hidden_size,
+                vv.pp("embeddings").pp("position_embedding"),
+            )?,
+            pre_ln: layer_norm(v.hidden_size, ln_config(v), vv.pp("pre_layrnorm"))?,
+            blocks: encoder(v, vv.clone())?,
+            post_ln: layer_norm(v.hidden_size, ln_config(v), vv.pp("post_layernorm"))?,
+            projection: linear_no_bias(
+                v.hidden_size,
+                config.projection_dim,
+                vb.pp("visual_projection"),
+            )?,
+            patches,
+        };
+        let logit_scale = vb.get_with_hints(
+            (),
+            "logit_scale",
+            candle_nn::Init::Const(config.logit_scale_init_value),
+        )?;
+        Ok(Clip {
+            text,
+            vision,
+            logit_scale,
+            config: config.clone(),
+        })
+    }
+}
+
+/// L2-normalise the last dimension.
+pub fn normalize(x: &Tensor) -> Result<Tensor> {
+    x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
+}
+
+/// Load `config.json` + `model.safetensors` from a Hugging Face CLIP directory into a fresh
+/// VarMap (every parameter trainable).
+pub fn load_hf(
+    dir: &std::path::Path,
+    device: &Device,
+) -> std::result::Result<(Clip, candle_nn::VarMap), TuneError> {
+    let config_path = dir.join("config.json");
+    let err = |path: &std::path::Path, reason: String| TuneError::Model {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| err(&config_path, format!("cannot read: {e}")))?;
+    let config: HfClipConfig = serde_json::from_str(&text).map_err(|e| {
+        err(
+            &config_path,
+            format!("not a Hugging Face CLIP config (model_type \"clip\"): {e}"),
+        )
+    })?;
+    let mut varmap = candle_nn::VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = Clip::new(&config, vb).map_err(|e| err(&config_path, e.to_string()))?;
+    let weights = dir.join("model.safetensors");
+    if !weights.is_file() {
+        return Err(err(
+            &weights,
+            "missing; cliptag-tune starts from Hugging Face weights (config.json + model.safetensors, the openai/clip-vit-base-patch32 layout)".into(),
+        ));
+    }
+    varmap
+        .load(&weights)
+        .map_err(|e| err(&weights, format!("does not fit config.json: {e}")))?;
+    Ok((model, varmap))
+}
