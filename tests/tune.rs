@@ -388,3 +388,59 @@ fn finetune_trains_checkpoints_and_resumes() {
     assert!(cosine(&a, &b) < 0.9999);
     assert!(out.join("training_log.csv").is_file() && out.join("tokenizer.json").is_file());
 }
+
+/// Hugging Face weights → our ONNX (written from Rust) → tract gives transformers' reference
+/// embeddings: cosine ≥ 0.9999 fp32; the int8 twins within the bounds the downloaded int8
+/// files meet (0.999 vision, 0.997 for the 32-wide text tower, see clip_reference.rs).
+#[test]
+fn export_writes_a_model_the_daemon_loads_with_transformers_embeddings() {
+    use cliptag::clip::ClipModel;
+    use cliptag::config::ModelVariant;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exported");
+    let o = tune(&[
+        "export",
+        tiny_model().to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let captions = json(&reference_dir().join("captions.json"));
+    let frames = json(&reference_dir().join("frames.json"));
+    for (variant, image_bound, text_bound) in [
+        (ModelVariant::Fp32, 0.9999, 0.9999),
+        (ModelVariant::Quantized, 0.999, 0.997),
+    ] {
+        let model = ClipModel::load(&out, variant, 1).unwrap();
+        let texts: Vec<String> = captions["captions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .collect();
+        let got = model.embed_texts(&texts).unwrap();
+        for (c, (_, e)) in captions["captions"].as_array().unwrap().iter().zip(&got) {
+            let cos = cosine(e, &floats(&c["text_embeds"]));
+            assert!(
+                cos >= text_bound,
+                "{variant:?} {:?}: cosine {cos}",
+                c["text"]
+            );
+        }
+        for f in frames["frames"].as_array().unwrap() {
+            let pixels = read_f32s(&reference_dir().join(f["pixel_values"].as_str().unwrap()));
+            let got = model.embed_pixels(&[pixels]).unwrap();
+            let cos = cosine(&got[0], &floats(&f["image_embeds"]));
+            assert!(
+                cos >= image_bound,
+                "{variant:?} {}: cosine {cos}",
+                f["name"]
+            );
+        }
+    }
+    // `model check` accepts it as it accepts downloaded models.
+    let check = cliptag()
+        .args(["model", "check", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check.stderr));
+}

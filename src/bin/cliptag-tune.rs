@@ -95,6 +95,15 @@ enum Command {
         #[arg(long)]
         checkpoints: Option<PathBuf>,
     },
+    /// Hugging Face CLIP weights (tuned or not) → a model directory the daemon loads:
+    /// ONNX vision and text encoders (fp32 and int8) in the Xenova layout, written from Rust.
+    Export {
+        /// Hugging Face CLIP directory (config.json, model.safetensors, tokenizer and
+        /// preprocessor files), e.g. the output of `finetune`.
+        hf_dir: PathBuf,
+        /// The model directory to write.
+        out_dir: PathBuf,
+    },
     /// Top-1/top-5, per-class accuracy, confusion and video↔text retrieval on the test
     /// split, for zero-shot and for the given head and label embeddings, per aggregation.
     Eval {
@@ -329,6 +338,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
             };
             finetune(&data, &base, &out, &settings, &embed, seed)
+        }
+        Command::Export { hf_dir, out_dir } => {
+            let report = cliptag::tune::export::export_model_dir(&hf_dir, &out_dir)?;
+            for (path, bytes) in report {
+                println!("{:>12}  {}", bytes, path.display());
+            }
+            eprintln!(
+                "check it with: cliptag model check {}; use it with [model] dir = {:?}",
+                out_dir.display(),
+                out_dir.display().to_string()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Eval {
             data,

@@ -17,6 +17,7 @@
 pub mod dataset;
 pub mod embed;
 pub mod eval;
+pub mod export;
 pub mod finetune;
 pub mod model;
 pub mod probe;
