@@ -316,6 +316,7 @@ pub fn finetune(
                 batch.len() as f64 / step_started.elapsed().as_secs_f64().max(1e-9),
             );
         }
+        let train_seconds = started.elapsed().as_secs_f64();
         let val_accuracy = accuracy(clip, class_ids, val, device).map_err(candle_err)?;
         log.push(EpochLog {
             epoch: epoch + 1,
@@ -323,7 +324,7 @@ pub fn finetune(
             train_loss: loss_sum / seen.max(1) as f64,
             val_accuracy,
             learning_rate: lr,
-            videos_per_second: seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            videos_per_second: seen as f64 / train_seconds.max(1e-9),
         });
         if let Some(dir) = &settings.checkpoint_dir {
             save_checkpoint(dir, varmap, epoch + 1, step, &log)?;
