@@ -387,6 +387,45 @@ fn finetune_trains_checkpoints_and_resumes() {
         .unwrap();
     assert!(cosine(&a, &b) < 0.9999);
     assert!(out.join("training_log.csv").is_file() && out.join("tokenizer.json").is_file());
+
+    // Exported and run by tract with the same stages (what the daemon does), the tuned model
+    // scores the held-out videos as the trainer did.
+    let after = table
+        .lines()
+        .find_map(|l| l.strip_prefix("test top-1: "))
+        .and_then(|l| l.split(" after").next())
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_string();
+    let exported = dir.path().join("exported");
+    let o = tune(&["export", out.to_str().unwrap(), exported.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(dir.path().join("labels.txt"), "unused\n").unwrap();
+    let config = dir.path().join("eval.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "labels = \"labels.txt\"\ndatabase = \"unused.db\"\n[model]\ndir = {exported:?}\nvariant = \"fp32\"\nthreads = 1\n[sampling]\nfps = 1.0\n[keyframes]\nk = 2\n[classify]\nprompt_templates = [\"a photo of a {{}}.\"]\n"
+        ),
+    )
+    .unwrap();
+    let o = tune(&[
+        "eval",
+        "--data",
+        csv.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--aggregations",
+        "mean",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let metrics = text(&o.stdout);
+    let top1 = metrics
+        .lines()
+        .find(|l| l.trim_start().starts_with("zero-shot"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap();
+    assert_eq!(format!("{top1}%"), after, "{metrics}\n{table}");
 }
 
 /// Hugging Face weights → our ONNX (written from Rust) → tract gives transformers' reference
