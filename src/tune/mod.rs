@@ -2,17 +2,21 @@
 //! write files the daemon loads.
 //!
 //! ```text
-//!  dataset.csv ──► videos ──► ingest ──► keyframes ──► clip (frozen) ──► cache ──► probe
-//!                            (the daemon's own stages, one code path)            head file
+//!                       ┌► clip (frozen, tract) ► cache ─┬► probe   → head file
+//!  dataset.csv ► ingest ► keyframes ► preprocess         ├► prompts → label embeddings
+//!  (the daemon's own stages, one code path)              └► eval    → metrics, CSV
+//!                       └► model (candle) ► finetune → HF weights ► export → model dir
 //! ```
 //!
 //! Rules:
-//! - Videos go through the daemon's ingest, preprocessing and keyframe stages, so a head
-//!   is trained on the same embeddings the daemon will score.
+//! - Videos go through the daemon's ingest, preprocessing and keyframe stages, so what is
+//!   trained matches what the daemon will compute.
 //! - Frozen-encoder embeddings are cached on disk, keyed by model id, sampling, keyframe
 //!   settings and the file's identity; a second run decodes nothing.
-//! - Everything random (splits, shot subsets) is seeded; the same inputs give the same
-//!   outputs.
+//! - Everything random (splits, shot subsets, epoch order, dropped patches) is seeded; the
+//!   same inputs give the same outputs.
+//! - Every file written for the daemon names the model id it belongs to, or is a model
+//!   directory of its own.
 
 pub mod dataset;
 pub mod embed;
