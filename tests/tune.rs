@@ -35,6 +35,24 @@ fn dataset(dir: &Path) -> PathBuf {
     data.join("dataset.csv")
 }
 
+/// `cliptag run` over one clip with the tiny model, `labels.txt` and `tags.db` in `dir`, and
+/// `classify` as the body of the config's `[classify]` table.
+fn run_daemon(dir: &Path, clip: &Path, classify: &str) -> Output {
+    let config = dir.join("cliptag.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n[model]\ndir = {:?}\nthreads = 1\n\n[classify]\n{classify}\n\n[[source]]\nname = \"clip\"\nuri = {clip:?}\n",
+            tiny_model()
+        ),
+    )
+    .unwrap();
+    cliptag()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn probe_trains_from_the_cache_and_the_daemon_scores_with_its_head() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,19 +145,7 @@ fn probe_trains_from_the_cache_and_the_daemon_scores_with_its_head() {
     )
     .unwrap();
     let clip = csv.parent().unwrap().join("zone_plate-0.mp4");
-    let config = dir.path().join("cliptag.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n[model]\ndir = {:?}\nthreads = 1\n\n[classify]\ntop_k = 4\nhead = \"head.json\"\n\n[[source]]\nname = \"clip\"\nuri = {clip:?}\n",
-            tiny_model()
-        ),
-    )
-    .unwrap();
-    let run = cliptag()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let run = run_daemon(dir.path(), &clip, "top_k = 4\nhead = \"head.json\"");
     assert!(run.status.success(), "{}", text(&run.stderr));
     let store = Store::open_existing(&dir.path().join("tags.db")).unwrap();
     let segments = store.segments(None).unwrap();
@@ -166,10 +172,7 @@ fn probe_trains_from_the_cache_and_the_daemon_scores_with_its_head() {
         "colour bars\nzone plate\nbouncing ball\nsunset\n",
     )
     .unwrap();
-    let refused = cliptag()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let refused = run_daemon(dir.path(), &clip, "top_k = 4\nhead = \"head.json\"");
     let err = text(&refused.stderr);
     assert_eq!(refused.status.code(), Some(78), "{err}");
     assert!(
@@ -211,19 +214,11 @@ fn learned_label_embeddings_replace_the_encoded_ones_in_the_daemon() {
     )
     .unwrap();
     let clip = csv.parent().unwrap().join("checkerboard-1.mp4");
-    let config = dir.path().join("cliptag.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n[model]\ndir = {:?}\nthreads = 1\n\n[classify]\ntop_k = 3\nlabel_embeddings = \"labels.json\"\n\n[[source]]\nname = \"clip\"\nuri = {clip:?}\n",
-            tiny_model()
-        ),
-    )
-    .unwrap();
-    let run = cliptag()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let run = run_daemon(
+        dir.path(),
+        &clip,
+        "top_k = 3\nlabel_embeddings = \"labels.json\"",
+    );
     let err = text(&run.stderr);
     assert!(run.status.success(), "{err}");
     assert!(

@@ -257,17 +257,14 @@ pub fn prepare_labels(
 /// A probe head, refused unless it was trained on this model's embeddings.
 fn load_head<'a>(path: &'a Path, model_id: &str) -> Result<(&'a Path, ProbeHead), RunError> {
     let head = ProbeHead::load(path)?;
-    if head.model_id != model_id {
-        return Err(LabelError::Head {
+    match other_model(&head.model_id, model_id) {
+        Some(reason) => Err(LabelError::Head {
             path: path.display().to_string(),
-            reason: format!(
-                "trained on embeddings of model {}, but this daemon runs model {model_id} (same directory and variant as when it was trained?)",
-                head.model_id
-            ),
+            reason,
         }
-        .into());
+        .into()),
+        None => Ok((path, head)),
     }
-    Ok((path, head))
 }
 
 /// Learned label embeddings, refused unless they were learned on this model's embeddings.
@@ -276,17 +273,23 @@ fn load_learned_labels<'a>(
     model_id: &str,
 ) -> Result<(&'a Path, LearnedLabels), RunError> {
     let learned = LearnedLabels::load(path)?;
-    if learned.model_id != model_id {
-        return Err(LabelError::Learned {
+    match other_model(&learned.model_id, model_id) {
+        Some(reason) => Err(LabelError::Learned {
             path: path.display().to_string(),
-            reason: format!(
-                "learned on embeddings of model {}, but this daemon runs model {model_id} (same directory and variant as when they were learned?)",
-                learned.model_id
-            ),
+            reason,
         }
-        .into());
+        .into()),
+        None => Ok((path, learned)),
     }
-    Ok((path, learned))
+}
+
+/// Why a tuned file made for `file_model` does not fit a daemon running `model_id`.
+fn other_model(file_model: &str, model_id: &str) -> Option<String> {
+    (file_model != model_id).then(|| {
+        format!(
+            "made from embeddings of model {file_model}, but this daemon runs model {model_id} (same directory and variant as when it was tuned?)"
+        )
+    })
 }
 
 /// `variant = "auto"` picks the int8 files, but a database built before that default by the

@@ -444,11 +444,17 @@ pub fn export_model_dir(hf_dir: &Path, out: &Path) -> Result<ExportReport, TuneE
         path: path.display().to_string(),
         reason,
     };
-    let config_path = hf_dir.join("config.json");
-    let config: HfClipConfig = std::fs::read_to_string(&config_path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-        .map_err(|e| err(&config_path, e))?;
+    let config = HfClipConfig::load(hf_dir)?;
+    // Checked before any writing: the daemon cannot load a directory without them.
+    for needed in ["tokenizer.json", "preprocessor_config.json"] {
+        let path = hf_dir.join(needed);
+        if !path.is_file() {
+            return Err(err(
+                &path,
+                "missing; the daemon needs it beside the ONNX files".into(),
+            ));
+        }
+    }
     let weights_path = hf_dir.join("model.safetensors");
     let weights = candle_core::safetensors::load(&weights_path, &Device::Cpu)
         .map_err(|e| err(&weights_path, e.to_string()))?;
@@ -469,24 +475,6 @@ pub fn export_model_dir(hf_dir: &Path, out: &Path) -> Result<ExportReport, TuneE
             report.push((path, bytes));
         }
     }
-    for file in [
-        "config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "preprocessor_config.json",
-    ] {
-        let from = hf_dir.join(file);
-        if from.is_file() {
-            let to = out.join(file);
-            std::fs::copy(&from, &to).map_err(|e| err(&from, e.to_string()))?;
-            report.push((to, std::fs::metadata(&from).map(|m| m.len()).unwrap_or(0)));
-        } else if file != "special_tokens_map.json" && file != "tokenizer_config.json" {
-            return Err(err(
-                &from,
-                "missing; the daemon needs it beside the ONNX files".into(),
-            ));
-        }
-    }
+    report.extend(super::model::copy_side_files(hf_dir, out)?);
     Ok(report)
 }

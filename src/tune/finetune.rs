@@ -452,25 +452,14 @@ impl TrainingSetup {
     }
 
     /// Write the (trained) weights as a Hugging Face directory beside copies of the base's
-    /// config, tokenizer and preprocessor files.
+    /// [`SIDE_FILES`](super::model::SIDE_FILES).
     pub fn save(&self, base: &Path, out: &Path) -> Result<(), TuneError> {
         let err = |path: &Path, e: String| TuneError::Model {
             path: path.display().to_string(),
             reason: e,
         };
         std::fs::create_dir_all(out).map_err(|e| err(out, e.to_string()))?;
-        for name in [
-            "config.json",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "preprocessor_config.json",
-        ] {
-            let from = base.join(name);
-            if from.is_file() {
-                std::fs::copy(&from, out.join(name)).map_err(|e| err(&from, e.to_string()))?;
-            }
-        }
+        super::model::copy_side_files(base, out)?;
         let weights = out.join("model.safetensors");
         self.varmap
             .save(&weights)

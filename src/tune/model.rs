@@ -361,28 +361,67 @@ pub fn normalize(x: &Tensor) -> Result<Tensor> {
     x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
 }
 
+impl HfClipConfig {
+    /// `config.json` of a Hugging Face CLIP directory.
+    pub fn load(dir: &std::path::Path) -> std::result::Result<HfClipConfig, TuneError> {
+        let path = dir.join("config.json");
+        let err = |reason: String| TuneError::Model {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| err(format!("cannot read: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| {
+            err(format!(
+                "not a Hugging Face CLIP config (model_type \"clip\"): {e}"
+            ))
+        })
+    }
+}
+
+/// The files beside the weights that a model directory carries along: what the daemon and
+/// the trainer read besides the tensors.
+pub const SIDE_FILES: [&str; 5] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+];
+
+/// Copy the [`SIDE_FILES`] that `from` has into `to`; returns (written file, bytes).
+pub fn copy_side_files(
+    from: &std::path::Path,
+    to: &std::path::Path,
+) -> std::result::Result<Vec<(std::path::PathBuf, u64)>, TuneError> {
+    let mut copied = Vec::new();
+    for name in SIDE_FILES {
+        let source = from.join(name);
+        if source.is_file() {
+            let target = to.join(name);
+            let bytes = std::fs::copy(&source, &target).map_err(|e| TuneError::Model {
+                path: source.display().to_string(),
+                reason: format!("cannot copy to {}: {e}", to.display()),
+            })?;
+            copied.push((target, bytes));
+        }
+    }
+    Ok(copied)
+}
+
 /// Load `config.json` + `model.safetensors` from a Hugging Face CLIP directory into a fresh
 /// VarMap (every parameter trainable).
 pub fn load_hf(
     dir: &std::path::Path,
     device: &Device,
 ) -> std::result::Result<(Clip, candle_nn::VarMap), TuneError> {
-    let config_path = dir.join("config.json");
+    let config = HfClipConfig::load(dir)?;
     let err = |path: &std::path::Path, reason: String| TuneError::Model {
         path: path.display().to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| err(&config_path, format!("cannot read: {e}")))?;
-    let config: HfClipConfig = serde_json::from_str(&text).map_err(|e| {
-        err(
-            &config_path,
-            format!("not a Hugging Face CLIP config (model_type \"clip\"): {e}"),
-        )
-    })?;
     let mut varmap = candle_nn::VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let model = Clip::new(&config, vb).map_err(|e| err(&config_path, e.to_string()))?;
+    let model = Clip::new(&config, vb).map_err(|e| err(&dir.join("config.json"), e.to_string()))?;
     let weights = dir.join("model.safetensors");
     if !weights.is_file() {
         return Err(err(
