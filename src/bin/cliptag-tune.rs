@@ -10,7 +10,8 @@ use cliptag::classify::{expand_labels, Aggregation, LearnedLabels, ProbeHead};
 use cliptag::clip::{ClipModel, LoadOptions, TextTower};
 use cliptag::config::{ClassifyConfig, Config, ModelVariant};
 use cliptag::tune::eval::{cosine_scores, evaluate, head_scores, Evaluation};
-use cliptag::tune::finetune::{FinetuneSettings, TrainingSetup, TrainingVideo};
+use cliptag::tune::export::Precisions;
+use cliptag::tune::finetune::{FinetuneSettings, TrainingDevice, TrainingSetup, TrainingVideo};
 use cliptag::tune::{
     Dataset, EmbedSettings, EmbeddedDataset, EmbeddingCache, PromptSettings, Split,
 };
@@ -94,6 +95,10 @@ enum Command {
         /// Checkpoint after every epoch here, and resume from it when it holds one.
         #[arg(long)]
         checkpoints: Option<PathBuf>,
+        /// Where to train: `cuda` needs a build with `--features tune-cuda`; `auto` takes
+        /// GPU 0 when there is one.
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
     },
     /// Hugging Face CLIP weights (tuned or not) → a model directory the daemon loads:
     /// ONNX vision and text encoders (fp32 and int8) in the Xenova layout, written from Rust.
@@ -103,6 +108,9 @@ enum Command {
         hf_dir: PathBuf,
         /// The model directory to write.
         out_dir: PathBuf,
+        /// Write only the int8 encoders (what the daemon runs by default), not fp32 too.
+        #[arg(long)]
+        int8_only: bool,
     },
     /// Top-1/top-5, per-class accuracy, confusion and video↔text retrieval on the test
     /// split, for zero-shot and for the given head and label embeddings, per aggregation.
@@ -122,6 +130,13 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
 }
 
 /// Window aggregations to evaluate.
@@ -312,6 +327,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             keyframes,
             seed,
             checkpoints,
+            device,
         } => {
             anyhow::ensure!(
                 patch_keep > 0.0 && patch_keep <= 1.0,
@@ -337,10 +353,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ..Default::default()
                 },
             };
-            finetune(&data, &base, &out, &settings, &embed, seed)
+            let device = match device {
+                DeviceArg::Auto => TrainingDevice::Auto,
+                DeviceArg::Cpu => TrainingDevice::Cpu,
+                DeviceArg::Cuda => TrainingDevice::Cuda,
+            }
+            .open()?;
+            eprintln!("training on {device:?}");
+            finetune(&data, &base, &out, &settings, &embed, seed, device)
         }
-        Command::Export { hf_dir, out_dir } => {
-            let report = cliptag::tune::export::export_model_dir(&hf_dir, &out_dir)?;
+        Command::Export {
+            hf_dir,
+            out_dir,
+            int8_only,
+        } => {
+            let precisions = if int8_only {
+                Precisions::Int8Only
+            } else {
+                Precisions::Both
+            };
+            let report = cliptag::tune::export::export_model_dir(&hf_dir, &out_dir, precisions)?;
             for (path, bytes) in report {
                 println!("{:>12}  {}", bytes, path.display());
             }
@@ -374,9 +406,10 @@ fn finetune(
     settings: &FinetuneSettings,
     embed: &EmbedSettings,
     seed: u64,
+    device: candle_core::Device,
 ) -> Result<ExitCode> {
     cliptag::ingest::init()?;
-    let mut setup = TrainingSetup::open(base)?;
+    let mut setup = TrainingSetup::open(base, device)?;
     let dataset = Dataset::load(data, seed)?;
     let class_ids = setup.class_ids(&dataset.classes)?;
     let decode = |split| setup.videos(&dataset, split, embed);
@@ -446,16 +479,12 @@ fn finetune(
         started.elapsed().as_secs_f64()
     );
     setup.save(base, out)?;
-    let mut csv =
-        String::from("epoch,steps,train_loss,val_accuracy,learning_rate,videos_per_second\n");
-    for e in &log {
-        csv += &format!(
-            "{},{},{},{},{},{}\n",
-            e.epoch, e.steps, e.train_loss, e.val_accuracy, e.learning_rate, e.videos_per_second
-        );
-    }
-    std::fs::write(out.join("training_log.csv"), csv)?;
-    eprintln!("trained weights written to {}", out.display());
+    cliptag::tune::curves::write_finetune_log(out, &log)?;
+    eprintln!(
+        "trained weights written to {}, training curves to {}",
+        out.display(),
+        out.join("training_curves.png").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -689,6 +718,7 @@ fn prompts(data: &DataArgs, out: &Path, settings: &PromptSettings) -> Result<Exi
         .file
         .save(out)
         .with_context(|| format!("cannot write {}", out.display()))?;
+    cliptag::tune::curves::write_prompts_curve(out, &outcome.learned.curve)?;
     eprintln!(
         "label embeddings written to {} (model {}); use them with [classify] label_embeddings = \"{}\"",
         out.display(),

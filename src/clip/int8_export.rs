@@ -4,7 +4,11 @@
 //! Rules, and why:
 //! - Only `MatMul` nodes whose second input is a rank-2 fp32 initializer change: they hold
 //!   nearly all of a ViT's weights and time. Attention's activation × activation products,
-//!   convolutions, norms and embeddings stay fp32.
+//!   convolutions, norms and the small embeddings stay fp32.
+//! - A vocabulary table (a `Gather` from a rank-2 fp32 initializer of at least
+//!   `VOCABULARY_ROWS` rows) becomes int8 with one symmetric scale per row, read back as
+//!   `Gather(int8) → Cast → Mul(Gather(scales))`: it is most of a text tower's bytes (101 of
+//!   254 MB in ViT-B/32's) and only a few rows are read per prompt, so it costs no time.
 //! - Weights are int8, symmetric, one scale per output column (`s = max|w| / 127`, zero
 //!   point 0): per-column scales keep the error of wide-ranged columns away from the others.
 //! - Activations are quantized at run time by ONNX's own `DynamicQuantizeLinear` (uint8 with a
@@ -98,7 +102,59 @@ pub fn quantize_columns(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-/// Rewrites the graph's weight matmuls in place; returns how many.
+/// Tables with at least this many rows are vocabularies (CLIP's has 49408); position
+/// embeddings (77 or 50 rows) are small and stay fp32.
+pub const VOCABULARY_ROWS: usize = 4096;
+
+/// Per-row symmetric int8 of a row-major `[rows, width]` table: (values, scales).
+pub fn quantize_rows(t: &[f32], rows: usize, width: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = vec![0i8; rows * width];
+    let mut scales = Vec::with_capacity(rows);
+    for (qrow, row) in q.chunks_exact_mut(width).zip(t.chunks_exact(width)) {
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        for (q, v) in qrow.iter_mut().zip(row) {
+            *q = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+        scales.push(s);
+    }
+    (q, scales)
+}
+
+/// A `Gather` on axis 0 of a vocabulary-sized fp32 initializer: (name, rows, width, values).
+fn vocabulary_table(
+    n: &NodeProto,
+    graph: &tract_onnx::pb::GraphProto,
+    initializers: &HashMap<String, usize>,
+) -> Option<(String, usize, usize, Vec<f32>)> {
+    if n.op_type != "Gather" || !n.domain.is_empty() || n.input.len() != 2 {
+        return None;
+    }
+    if n.attribute.iter().any(|a| a.name == "axis" && a.i != 0) {
+        return None;
+    }
+    let t = &graph.initializer[*initializers.get(&n.input[0])?];
+    if t.dims.len() != 2 || t.dims[0] < VOCABULARY_ROWS as i64 {
+        return None;
+    }
+    let (rows, width) = (t.dims[0] as usize, t.dims[1] as usize);
+    let values = floats(t).filter(|v| v.len() == rows * width)?;
+    Some((t.name.clone(), rows, width, values))
+}
+
+fn cast_to_float(name: String, input: &str, output: &str) -> NodeProto {
+    let mut cast = node("Cast", name, &[input], &[output]);
+    cast.attribute.push(AttributeProto {
+        name: "to".into(),
+        r#type: AttributeType::Int as i32,
+        i: DataType::Float as i64,
+        ..Default::default()
+    });
+    cast
+}
+
+/// Rewrites the graph's weight matmuls and vocabulary tables in place; returns how many
+/// matmuls.
 pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
     let graph = model.graph.as_mut().ok_or("the file holds no graph")?;
     let initializers: HashMap<String, usize> = graph
@@ -112,7 +168,60 @@ pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
     let mut quantized_activations: HashMap<String, (String, String, String)> = HashMap::new();
     let mut nodes: Vec<NodeProto> = Vec::with_capacity(graph.node.len());
     let mut layers = 0;
+    let mut tables: HashMap<String, (String, String)> = HashMap::new();
     for n in std::mem::take(&mut graph.node) {
+        if let Some((table, rows, width, values)) = vocabulary_table(&n, graph, &initializers) {
+            let (tq, ts) = tables
+                .entry(table.clone())
+                .or_insert_with(|| {
+                    let (q, scales) = quantize_rows(&values, rows, width);
+                    let names = (format!("{table}_quantized"), format!("{table}_scale"));
+                    new_initializers.push(tensor(
+                        names.0.clone(),
+                        &[rows as i64, width as i64],
+                        DataType::Int8,
+                        q.iter().map(|v| *v as u8).collect(),
+                    ));
+                    new_initializers.push(tensor(
+                        names.1.clone(),
+                        &[rows as i64, 1],
+                        DataType::Float,
+                        scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                    ));
+                    names
+                })
+                .clone();
+            let (ids, out) = (n.input[1].clone(), n.output[0].clone());
+            let base = if n.name.is_empty() {
+                out.clone()
+            } else {
+                n.name.clone()
+            };
+            let (rows_q, rows_f, row_scales) = (
+                format!("{out}_int8"),
+                format!("{out}_int8_float"),
+                format!("{out}_row_scales"),
+            );
+            let mut gather = node("Gather", format!("{base}_quant"), &[&tq, &ids], &[&rows_q]);
+            gather.attribute = n.attribute.clone();
+            nodes.push(gather);
+            let mut gather_scales = node(
+                "Gather",
+                format!("{base}_scales"),
+                &[&ts, &ids],
+                &[&row_scales],
+            );
+            gather_scales.attribute = n.attribute.clone();
+            nodes.push(gather_scales);
+            nodes.push(cast_to_float(format!("{base}_cast"), &rows_q, &rows_f));
+            nodes.push(node(
+                "Mul",
+                format!("{base}_scales_mul"),
+                &[&rows_f, &row_scales],
+                &[&out],
+            ));
+            continue;
+        }
         let weight = (n.op_type == "MatMul" && n.domain.is_empty() && n.input.len() == 2)
             .then(|| {
                 initializers
@@ -205,14 +314,7 @@ pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
             &[&aq, &wq, &a_zero, &wz],
             &[&int_out],
         ));
-        let mut cast = node("Cast", format!("{base}_cast"), &[&int_out], &[&float_out]);
-        cast.attribute.push(AttributeProto {
-            name: "to".into(),
-            r#type: AttributeType::Int as i32,
-            i: DataType::Float as i64,
-            ..Default::default()
-        });
-        nodes.push(cast);
+        nodes.push(cast_to_float(format!("{base}_cast"), &int_out, &float_out));
         nodes.push(node(
             "Mul",
             format!("{base}_scales_mul"),
@@ -236,6 +338,7 @@ pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
         .collect();
     let unread: HashSet<String> = quantized_weights
         .keys()
+        .chain(tables.keys())
         .filter(|name| !read.contains(name.as_str()))
         .cloned()
         .collect();
@@ -342,6 +445,22 @@ mod tests {
         // Each column's largest magnitude maps to ±127.
         for c in 0..n {
             assert!((0..k).any(|r| q[r * n + c].abs() == 127));
+        }
+    }
+
+    #[test]
+    fn rows_are_symmetric_and_round_trip_within_half_a_step() {
+        let (rows, width) = (4, 6);
+        let t: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 29 % 13) as f32 - 6.0) * 0.01 * (1 + i / width) as f32)
+            .collect();
+        let (q, scales) = quantize_rows(&t, rows, width);
+        for (i, (q, v)) in q.iter().zip(&t).enumerate() {
+            let s = scales[i / width];
+            assert!((*q as f32 * s - v).abs() <= s / 2.0 + 1e-7);
+        }
+        for r in 0..rows {
+            assert!(q[r * width..(r + 1) * width].iter().any(|v| v.abs() == 127));
         }
     }
 }

@@ -438,8 +438,21 @@ pub fn text_graph(
 /// What `export_model_dir` wrote: (file, bytes).
 pub type ExportReport = Vec<(std::path::PathBuf, u64)>;
 
-/// Export a Hugging Face CLIP directory to a Xenova-layout model directory, fp32 and int8.
-pub fn export_model_dir(hf_dir: &Path, out: &Path) -> Result<ExportReport, TuneError> {
+/// Which encoder files `export_model_dir` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precisions {
+    /// fp32 and int8: `variant = "auto"` runs int8, `"fp32"` stays possible.
+    Both,
+    /// int8 only, for boxes short of disk (and the README demo, which must stay small).
+    Int8Only,
+}
+
+/// Export a Hugging Face CLIP directory to a Xenova-layout model directory.
+pub fn export_model_dir(
+    hf_dir: &Path,
+    out: &Path,
+    precisions: Precisions,
+) -> Result<ExportReport, TuneError> {
     let err = |path: &Path, reason: String| TuneError::Model {
         path: path.display().to_string(),
         reason,
@@ -465,12 +478,17 @@ pub fn export_model_dir(hf_dir: &Path, out: &Path) -> Result<ExportReport, TuneE
         ("vision_model", vision_graph(&config, &weights)?),
         ("text_model", text_graph(&config, &weights)?),
     ] {
+        let mut written = vec![];
         let fp32 = onnx_dir.join(format!("{name}.onnx"));
-        std::fs::write(&fp32, graph.encode_to_vec()).map_err(|e| err(&fp32, e.to_string()))?;
+        if precisions == Precisions::Both {
+            std::fs::write(&fp32, graph.encode_to_vec()).map_err(|e| err(&fp32, e.to_string()))?;
+            written.push(fp32.clone());
+        }
         crate::clip::int8_export::quantize_graph(&mut graph).map_err(|e| err(&fp32, e))?;
         let int8 = onnx_dir.join(format!("{name}_quantized.onnx"));
         std::fs::write(&int8, graph.encode_to_vec()).map_err(|e| err(&int8, e.to_string()))?;
-        for path in [fp32, int8] {
+        written.push(int8);
+        for path in written {
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             report.push((path, bytes));
         }

@@ -368,6 +368,44 @@ fn save_checkpoint(
         .map_err(|e| checkpoint_err(&state_path, e.to_string()))
 }
 
+/// Where training runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingDevice {
+    /// The first CUDA GPU when this build has candle's CUDA backend and a GPU answers, else
+    /// the CPU.
+    Auto,
+    Cpu,
+    /// The first CUDA GPU, or an error saying why not.
+    Cuda,
+}
+
+impl TrainingDevice {
+    pub fn open(self) -> Result<Device, TuneError> {
+        let cuda = || {
+            Device::new_cuda(0).map_err(|e| {
+                TuneError::Training(if candle_core::utils::cuda_is_available() {
+                    format!("CUDA GPU 0 cannot be used: {e}")
+                } else {
+                    "this cliptag-tune was built without candle's CUDA backend: rebuild it \
+                     with `--features tune-cuda` (needs the CUDA toolkit's nvcc)"
+                        .into()
+                })
+            })
+        };
+        match self {
+            TrainingDevice::Cpu => Ok(Device::Cpu),
+            TrainingDevice::Cuda => cuda(),
+            TrainingDevice::Auto if candle_core::utils::cuda_is_available() => {
+                cuda().or_else(|e| {
+                    tracing::warn!("training on the CPU: {e}");
+                    Ok(Device::Cpu)
+                })
+            }
+            TrainingDevice::Auto => Ok(Device::Cpu),
+        }
+    }
+}
+
 /// A base model directory opened for training: the towers, their weights, and what turns
 /// videos and class names into inputs.
 pub struct TrainingSetup {
@@ -381,8 +419,7 @@ pub struct TrainingSetup {
 impl TrainingSetup {
     /// `dir`: Hugging Face CLIP weights (config.json, model.safetensors) with the tokenizer
     /// and preprocessor files beside them, as openai/clip-vit-base-patch32 ships.
-    pub fn open(dir: &Path) -> Result<TrainingSetup, TuneError> {
-        let device = Device::Cpu;
+    pub fn open(dir: &Path, device: Device) -> Result<TrainingSetup, TuneError> {
         let (clip, varmap) = super::model::load_hf(dir, &device)?;
         let err = |path: PathBuf, reason: String| TuneError::Model {
             path: path.display().to_string(),

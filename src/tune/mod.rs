@@ -6,6 +6,7 @@
 //!  dataset.csv ► ingest ► keyframes ► preprocess         ├► prompts → label embeddings
 //!  (the daemon's own stages, one code path)              └► eval    → metrics, CSV
 //!                       └► model (candle) ► finetune → HF weights ► export → model dir
+//!                                   (finetune, prompts) ► curves → CSV + PNG
 //! ```
 //!
 //! Rules:
@@ -18,6 +19,7 @@
 //! - Every file written for the daemon names the model id it belongs to, or is a model
 //!   directory of its own.
 
+pub mod curves;
 pub mod dataset;
 pub mod embed;
 pub mod eval;
