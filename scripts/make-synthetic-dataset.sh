@@ -12,17 +12,9 @@ out=${1:?usage: make-synthetic-dataset.sh OUT_DIR [CLIPS_PER_CLASS] [CLASSES]}
 per_class=${2:-10}
 classes=${3:-8}
 mkdir -p "$out"
-# label → videotestsrc pattern and the property that makes it move.
-all=(
-    "bouncing ball|pattern=ball motion=wavy"
-    "checkerboard|pattern=checkers-8"
-    "zone plate|pattern=zone-plate kt2=0 kx2=20 ky2=20"
-    "colour bars|pattern=smpte"
-    "noise|pattern=snow"
-    "spokes|pattern=spokes"
-    "moving bar|pattern=bar"
-    "colour spectrum|pattern=colors"
-)
+# shellcheck source=scripts/synthetic-classes.sh
+source "$(dirname "$0")/synthetic-classes.sh"
+all=("${synthetic_classes[@]}")
 RANDOM=42
 echo "path,label" >"$out/dataset.csv.tmp"
 for ((c = 0; c < classes && c < ${#all[@]}; c++)); do
