@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The quick-start demo: install dependencies, build cliptag, tag the bundled demo clip with
-# the bundled tiny CLIP model into target/demo/cliptag.db, and print what was seen.
-# The tiny model has random weights: the pipeline is real, the labels it picks are not.
+# The quick-start demo: install dependencies, build cliptag, tag the synthetic demo clip
+# (examples/synthetic-demo.mp4) with the bundled tiny CLIP fine-tuned on the synthetic
+# pattern task (models/synthetic-clip, made by scripts/tune-synthetic.sh) into
+# target/demo/tags.db, and print what was seen.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
