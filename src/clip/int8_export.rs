@@ -9,8 +9,12 @@
 //!   `VOCABULARY_ROWS` rows) becomes int8 with one symmetric scale per row, read back as
 //!   `Gather(int8) → Cast → Mul(Gather(scales))`: it is most of a text tower's bytes (101 of
 //!   254 MB in ViT-B/32's) and only a few rows are read per prompt, so it costs no time.
-//! - Weights are int8, symmetric, one scale per output column (`s = max|w| / 127`, zero
-//!   point 0): per-column scales keep the error of wide-ranged columns away from the others.
+//! - Weights are int8, symmetric, one scale per output column (`s = max|w| / 127`): per-column
+//!   scales keep the error of wide-ranged columns away from the others. They are stored as
+//!   uint8 with zero point 128 (the same values shifted), not int8 with zero point 0:
+//!   onnxruntime's uint8 × int8 kernel on x86 CPUs without VNNI adds byte products in
+//!   saturating 16-bit pairs, which wrecked the int8 × int8 form there (text cosine 0.877 to
+//!   fp32 on an AVX2-only CPU, 0.9988 as uint8). tract's fused layer takes either form.
 //! - Activations are quantized at run time by ONNX's own `DynamicQuantizeLinear` (uint8 with a
 //!   zero point), once per tensor however many layers read it. The layer is
 //!   `DynamicQuantizeLinear → MatMulInteger → Cast → Mul(a_scale · w_scale)`, the same shape
@@ -260,8 +264,8 @@ pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
                 new_initializers.push(tensor(
                     names.0.clone(),
                     &weight.dims,
-                    DataType::Int8,
-                    q.iter().map(|v| *v as u8).collect(),
+                    DataType::Uint8,
+                    q.iter().map(|v| (*v as i16 + 128) as u8).collect(),
                 ));
                 new_initializers.push(tensor(
                     names.1.clone(),
@@ -272,8 +276,8 @@ pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
                 new_initializers.push(tensor(
                     names.2.clone(),
                     &[cols as i64],
-                    DataType::Int8,
-                    vec![0; cols],
+                    DataType::Uint8,
+                    vec![128; cols],
                 ));
                 names
             })
