@@ -533,3 +533,28 @@ fn export_writes_a_model_the_daemon_loads_with_transformers_embeddings() {
         .unwrap();
     assert!(check.status.success(), "{}", text(&check.stderr));
 }
+
+/// A build without candle's CUDA backend refuses `--device cuda` up front, saying how to get
+/// one, instead of training on the CPU behind the user's back.
+#[cfg(not(feature = "tune-cuda"))]
+#[test]
+fn finetune_on_cuda_without_the_backend_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tune(&[
+        "finetune",
+        "--data",
+        dir.path().join("dataset.csv").to_str().unwrap(),
+        "--base",
+        tiny_model().to_str().unwrap(),
+        "--out",
+        dir.path().join("tuned").to_str().unwrap(),
+        "--device",
+        "cuda",
+    ]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("--features tune-cuda") && err.contains("nvcc"),
+        "{err}"
+    );
+}
