@@ -146,6 +146,15 @@ fn vocabulary_table(
     Some((t.name.clone(), rows, width, values))
 }
 
+/// The prefix of the names of the nodes that replace `n`: its name, else its output's.
+fn name_base(n: &NodeProto) -> String {
+    if n.name.is_empty() {
+        n.output[0].clone()
+    } else {
+        n.name.clone()
+    }
+}
+
 fn cast_to_float(name: String, input: &str, output: &str) -> NodeProto {
     let mut cast = node("Cast", name, &[input], &[output]);
     cast.attribute.push(AttributeProto {
@@ -195,12 +204,7 @@ pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
                     names
                 })
                 .clone();
-            let (ids, out) = (n.input[1].clone(), n.output[0].clone());
-            let base = if n.name.is_empty() {
-                out.clone()
-            } else {
-                n.name.clone()
-            };
+            let (ids, out, base) = (n.input[1].clone(), n.output[0].clone(), name_base(&n));
             let (rows_q, rows_f, row_scales) = (
                 format!("{out}_int8"),
                 format!("{out}_int8_float"),
@@ -301,12 +305,7 @@ pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
                 names
             }
         };
-        let out = n.output[0].clone();
-        let base = if n.name.is_empty() {
-            out.clone()
-        } else {
-            n.name.clone()
-        };
+        let (out, base) = (n.output[0].clone(), name_base(&n));
         let (int_out, float_out, scale) = (
             format!("{out}_int32"),
             format!("{out}_int32_float"),
