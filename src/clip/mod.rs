@@ -14,6 +14,7 @@
 pub mod attention;
 pub mod check;
 pub mod device;
+pub mod flinear;
 pub mod fold;
 pub mod int8_export;
 mod layout;
@@ -392,11 +393,15 @@ impl Encoder {
             return Ok(typed);
         }
         // The int8 layers are fused while the graph still reads as onnxruntime wrote it.
-        // CLIPTAG_GRAPH_PASSES ("qlinear,attention,fold,quantize" by default, "none" to turn them all
+        // CLIPTAG_GRAPH_PASSES ("qlinear,flinear,attention,fold,quantize" by default, "none" to turn them all
         // off) exists to measure the passes.
         if graph_passes().contains(&"qlinear") {
             let fused = qlinear::fuse_quantized_linear(&mut typed)?;
             tracing::debug!(fused, "fused int8 linear layers");
+        }
+        if graph_passes().contains(&"flinear") {
+            let fused = flinear::fuse_float_linear(&mut typed)?;
+            tracing::debug!(fused, "fused fp32 linear layers");
         }
         if graph_passes().contains(&"attention") {
             let fused = attention::fuse_attention(&mut typed)?;
@@ -693,8 +698,8 @@ pub fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
 /// Which of our graph passes run: `CLIPTAG_GRAPH_PASSES`, for measuring them.
 fn graph_passes() -> Vec<&'static str> {
     let chosen = std::env::var("CLIPTAG_GRAPH_PASSES")
-        .unwrap_or_else(|_| "qlinear,attention,fold,quantize".into());
-    ["qlinear", "attention", "fold", "quantize"]
+        .unwrap_or_else(|_| "qlinear,flinear,attention,fold,quantize".into());
+    ["qlinear", "flinear", "attention", "fold", "quantize"]
         .into_iter()
         .filter(|pass| chosen.split(',').any(|c| c.trim() == *pass))
         .collect()

@@ -347,7 +347,7 @@ unsafe fn epilogue(
 ///
 /// # Safety
 /// `out` holds `m` rows of `n` values and `columns` lies within them.
-unsafe fn quick_gelu(
+pub(super) unsafe fn quick_gelu(
     out: DisjointOut,
     n: usize,
     columns: std::ops::Range<usize>,
@@ -453,7 +453,7 @@ struct Found {
     rows: usize,
 }
 
-fn konst(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+pub(super) fn konst(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
     model.outlet_fact(outlet).ok()?.konst.clone()
 }
 
@@ -465,7 +465,7 @@ fn is_scalar_value(t: &Tensor, value: f64) -> bool {
 }
 
 /// Skips the rank-fixing `AddAxis` nodes tract inserts before broadcasting.
-fn through_add_axes(model: &TypedModel, mut outlet: OutletId) -> OutletId {
+pub(super) fn through_add_axes(model: &TypedModel, mut outlet: OutletId) -> OutletId {
     loop {
         let node = model.node(outlet.node);
         match node.op_as::<AxisOp>() {
@@ -475,7 +475,7 @@ fn through_add_axes(model: &TypedModel, mut outlet: OutletId) -> OutletId {
     }
 }
 
-fn single_successor(model: &TypedModel, node: usize) -> Option<usize> {
+pub(super) fn single_successor(model: &TypedModel, node: usize) -> Option<usize> {
     let n = model.node(node);
     match n.outputs.as_slice() {
         [o] if o.successors.len() == 1 => Some(o.successors[0].node),
@@ -483,14 +483,18 @@ fn single_successor(model: &TypedModel, node: usize) -> Option<usize> {
     }
 }
 
-fn binary_named<'m>(model: &'m TypedModel, node: usize, name: &str) -> Option<&'m TypedNode> {
+pub(super) fn binary_named<'m>(
+    model: &'m TypedModel,
+    node: usize,
+    name: &str,
+) -> Option<&'m TypedNode> {
     let n = model.node(node);
     let op = n.op_as::<TypedBinOp>()?;
     (op.0.name() == name && n.inputs.len() == 2).then_some(n)
 }
 
 /// The other input of a binary node.
-fn other_input(node: &TypedNode, this: usize) -> Option<OutletId> {
+pub(super) fn other_input(node: &TypedNode, this: usize) -> Option<OutletId> {
     match node.inputs.as_slice() {
         [a, b] if a.node == this => Some(*b),
         [a, b] if b.node == this => Some(*a),
@@ -747,7 +751,7 @@ fn choose_kernel(rows: usize, k: usize, n: usize) -> TractResult<Choice> {
 /// Columns per block: a few blocks per thread for an even share (8 blocks for the narrow
 /// layers, 128 columns each for the wide ones), whole kernel panels, and few enough that
 /// each block still runs a kernel-sized product.
-fn block_width(n: usize, panel: usize) -> usize {
+pub(super) fn block_width(n: usize, panel: usize) -> usize {
     let width = n.div_ceil(8).clamp(64, 128);
     width.next_multiple_of(panel.max(1))
 }
@@ -1001,7 +1005,7 @@ fn fuse_quick_gelu(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// `α` and the final Mul of a QuickGELU that takes layer `id`'s output and nothing else does.
-fn find_quick_gelu(model: &TypedModel, id: usize) -> Option<(f32, usize)> {
+pub(super) fn find_quick_gelu(model: &TypedModel, id: usize) -> Option<(f32, usize)> {
     let successors: Vec<usize> = match model.node(id).outputs.as_slice() {
         [o] if o.successors.len() == 2 => o.successors.iter().map(|s| s.node).collect(),
         _ => return None,
