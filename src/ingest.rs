@@ -674,6 +674,10 @@ impl FrameSource for GstSource {
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>, IngestError> {
+        // A stall is time spent waiting here with nothing decoded. A caller that was busy
+        // between frames (a batch of slow inference) held the pipeline back through the
+        // appsink's queue, which is not the stream's fault.
+        let waiting_since = crate::monotonic_ms();
         loop {
             if self.finished {
                 return Ok(None);
@@ -691,8 +695,8 @@ impl FrameSource for GstSource {
             }
             let now = crate::monotonic_ms();
             self.alive_at.store(now, Ordering::Relaxed);
-            let last_decoded = self.decoded_at.load(Ordering::Relaxed);
-            if now.saturating_sub(last_decoded) > self.stall_timeout.as_millis() as u64 {
+            let last_progress = self.decoded_at.load(Ordering::Relaxed).max(waiting_since);
+            if now.saturating_sub(last_progress) > self.stall_timeout.as_millis() as u64 {
                 let seconds = self.stall_timeout.as_secs_f64();
                 let message = if self.video_pads.load(Ordering::SeqCst) == 0 {
                     format!("no playable video stream found: decoding stalled for {seconds:.0} s without an error from GStreamer (the file is probably damaged)")

@@ -186,6 +186,26 @@ fn a_truncated_file_decodes_what_it_has_and_warns() {
 }
 
 #[test]
+fn a_caller_busy_longer_than_the_stall_timeout_is_not_a_stall() {
+    // `cliptag embed` runs a batch of inference between reads; on a slow board (or under
+    // qemu) that takes longer than the stall timeout while the pipeline waits on us.
+    let path = clips().join("three_scenes_10s.mp4");
+    let options = OpenOptions {
+        stall_timeout: std::time::Duration::from_secs(1),
+        ..OpenOptions::file(Sampling::Fps(1.0))
+    };
+    let mut src = GstSource::open_with("busy", path.to_str().unwrap(), options).unwrap();
+    let mut frames = 0;
+    while let Some(_frame) = src.next_frame().unwrap() {
+        frames += 1;
+        if frames == 2 {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+        }
+    }
+    assert_eq!(frames, 10);
+}
+
+#[test]
 fn a_stream_sampled_less_often_than_the_stall_timeout_is_not_stalled() {
     // Played at its own rate, sampled every 4 s, with a 1 s stall timeout: the gaps between
     // samples are decoded frames nobody looks at, not a stall.

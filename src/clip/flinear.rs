@@ -346,6 +346,12 @@ fn candidates(k: usize, n: usize) -> Vec<Choice> {
         .iter()
         .any(|(kernel, _, _)| kernel.arch().is_some());
     let mut out: Vec<Choice> = vec![];
+    // tract's own preference first: it is what a cut-short timing falls back to.
+    if let Some((kernel, packing, _)) = MmmDispatch::native().preferred(&query, &suitable) {
+        if kernel.arch().is_some() || !native {
+            out.push((kernel, packing));
+        }
+    }
     for (kernel, packing, _) in suitable {
         if (kernel.arch().is_some() || !native)
             && !out.iter().any(|(k, _)| k.name() == kernel.name())
@@ -400,15 +406,21 @@ fn time_kernel(
     Ok(best)
 }
 
-/// The fastest kernel for this encoder's layers at one item's rows and at eight items'
-/// (a few milliseconds at load). `CLIPTAG_F32_KERNEL` names a kernel and skips the timing.
+/// The fastest kernel for this encoder's layers at one item's rows and at eight items'.
+/// The timing stops after [`TIMING_BUDGET`] (tens of milliseconds on a real core; under
+/// emulation it ends after tract's own choice). `CLIPTAG_F32_KERNEL` names a kernel and
+/// skips the timing.
 fn choose_kernel(rows: usize, k: usize, n: usize) -> TractResult<Choice> {
     let mut candidates = candidates(k, n);
     if let Ok(name) = std::env::var("CLIPTAG_F32_KERNEL") {
         candidates.retain(|(kernel, _)| kernel.name() == name);
     }
+    let started = std::time::Instant::now();
     let mut best: Option<(std::time::Duration, Choice)> = None;
     for choice in candidates {
+        if best.is_some() && started.elapsed() > TIMING_BUDGET {
+            break;
+        }
         if let Some((best_time, _)) = &best {
             if time_kernel(&choice, rows, k, 1)? > *best_time * 2 {
                 continue;
@@ -423,6 +435,9 @@ fn choose_kernel(rows: usize, k: usize, n: usize) -> TractResult<Choice> {
     best.map(|(_, choice)| choice)
         .ok_or_else(|| format_err!("no f32 matmul kernel for k={k} n={n}"))
 }
+
+/// How long [`choose_kernel`] may spend timing candidates, per encoder.
+const TIMING_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn pack(found: &Found, (kernel, packing): Choice) -> TractResult<PackedFloatLinear> {
     let (k, n) = (found.weights.shape()[0], found.weights.shape()[1]);
