@@ -393,8 +393,8 @@ impl Encoder {
             return Ok(typed);
         }
         // The int8 layers are fused while the graph still reads as onnxruntime wrote it.
-        // CLIPTAG_GRAPH_PASSES ("qlinear,flinear,attention,fold,quantize" by default, "none" to turn them all
-        // off) exists to measure the passes.
+        // CLIPTAG_GRAPH_PASSES ("qlinear,flinear,attention,fold,quantize" by default, "none"
+        // to turn them all off) exists to measure the passes.
         if graph_passes().contains(&"qlinear") {
             let fused = qlinear::fuse_quantized_linear(&mut typed)?;
             tracing::debug!(fused, "fused int8 linear layers");

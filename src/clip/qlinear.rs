@@ -465,7 +465,7 @@ fn is_scalar_value(t: &Tensor, value: f64) -> bool {
 }
 
 /// Skips the rank-fixing `AddAxis` nodes tract inserts before broadcasting.
-pub(super) fn through_add_axes(model: &TypedModel, mut outlet: OutletId) -> OutletId {
+fn through_add_axes(model: &TypedModel, mut outlet: OutletId) -> OutletId {
     loop {
         let node = model.node(outlet.node);
         match node.op_as::<AxisOp>() {
