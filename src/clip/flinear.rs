@@ -40,12 +40,10 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::qlinear::{
-    binary_named, block_width, find_quick_gelu, konst, other_input, quick_gelu, single_successor,
+    best_run, binary_named, block_width, find_quick_gelu, konst, other_input, quick_gelu,
+    single_successor, Choice,
 };
 use super::simd::DisjointOut;
-
-/// A kernel and the index of the packing it is used with.
-type Choice = (Box<dyn MatMatMul>, usize);
 
 /// One layer's weights, packed for the kernel's `a` side in column blocks.
 #[derive(Debug)]
@@ -380,30 +378,8 @@ fn time_kernel(
     };
     let w = a_format.prepare_one(&Tensor::from_shape(&[k, width], &values(k * width))?, 0, 1)?;
     let x = b_format.prepare_one(&Tensor::from_shape(&[rows, k], &values(rows * k))?, 1, 0)?;
-    let mut c = unsafe { Tensor::uninitialized::<f32>(&[width, rows])? };
-    let mut best = std::time::Duration::MAX;
-    for _ in 0..runs {
-        let start = std::time::Instant::now();
-        unsafe {
-            let store = kernel
-                .c_from_data_and_strides(4, rows as isize, 1)
-                .wrap(&c.view_mut());
-            kernel.run(
-                width,
-                rows,
-                &[
-                    FusedSpec::AddMatMul {
-                        a: AsInputValue::Borrowed(&*w),
-                        b: AsInputValue::Borrowed(&*x),
-                        packing: *packing,
-                    },
-                    FusedSpec::Store(store),
-                ],
-            )?;
-        }
-        best = best.min(start.elapsed());
-    }
-    Ok(best)
+    let c = unsafe { Tensor::uninitialized::<f32>(&[width, rows])? };
+    best_run(choice, (&*w, &*x), c, runs)
 }
 
 /// The fastest kernel for this encoder's layers at one item's rows and at eight items'.

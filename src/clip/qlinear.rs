@@ -67,7 +67,7 @@ pub struct PackedLinear {
 }
 
 /// A kernel and the index of the packing it is used with.
-type Choice = (Box<dyn MatMatMul>, usize);
+pub(super) type Choice = (Box<dyn MatMatMul>, usize);
 
 #[derive(Clone, Debug)]
 pub struct QuantizedLinear {
@@ -686,7 +686,19 @@ fn time_kernel(
     let a = a_format.prepare_one(&a, 1, 0)?;
     let b = Tensor::from_shape(&[k_padded, n], &bytes(k_padded * n))?;
     let b = b_format.prepare_one(&b, 0, 1)?;
-    let mut c = unsafe { Tensor::uninitialized::<i32>(&[rows, n])? };
+    let c = unsafe { Tensor::uninitialized::<i32>(&[rows, n])? };
+    best_run(choice, (&*a, &*b), c, runs)
+}
+
+/// The best of `runs` products `a·b` by `choice`, stored row-major into `c` (`m × n`, 4-byte
+/// values).
+pub(super) fn best_run(
+    (kernel, packing): &Choice,
+    (a, b): (&dyn MMMInputValue, &dyn MMMInputValue),
+    mut c: Tensor,
+    runs: usize,
+) -> TractResult<std::time::Duration> {
+    let (m, n) = (c.shape()[0], c.shape()[1]);
     let mut best = std::time::Duration::MAX;
     for _ in 0..runs {
         let start = std::time::Instant::now();
@@ -695,12 +707,12 @@ fn time_kernel(
                 .c_from_data_and_strides(4, n as isize, 1)
                 .wrap(&c.view_mut());
             kernel.run(
-                rows,
+                m,
                 n,
                 &[
                     FusedSpec::AddMatMul {
-                        a: AsInputValue::Borrowed(&*a),
-                        b: AsInputValue::Borrowed(&*b),
+                        a: AsInputValue::Borrowed(a),
+                        b: AsInputValue::Borrowed(b),
                         packing: *packing,
                     },
                     FusedSpec::Store(store),
