@@ -558,3 +558,167 @@ fn finetune_on_cuda_without_the_backend_says_how_to_build_it() {
         "{err}"
     );
 }
+
+/// A Hugging Face directory shaped like openai/clip-vit-base-patch32's: the fixture's weights
+/// and tokenizer under a config.json whose text_config carries OpenAI's bos 0 / eos 2 /
+/// pad 1 (tests/fixtures/openai-config, written by models/generate/openai_config.py).
+fn openai_shaped_model(dir: &Path) -> PathBuf {
+    let model = dir.join("openai-shaped");
+    std::fs::create_dir_all(&model).unwrap();
+    cliptag::tune::model::copy_side_files(&tiny_model(), &model).unwrap();
+    std::fs::copy(
+        tiny_model().join("model.safetensors"),
+        model.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo().join("tests/fixtures/openai-config/config.json"),
+        model.join("config.json"),
+    )
+    .unwrap();
+    model
+}
+
+/// The candle text tower's embeddings of token-id rows.
+fn candle_text_embeddings(clip: &cliptag::tune::model::Clip, rows: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    rows.iter()
+        .map(|ids| {
+            let ids = candle_core::Tensor::from_vec(
+                ids.clone(),
+                (1, ids.len()),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+            clip.text
+                .forward(&ids)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// OpenAI's configs say `eos_token_id = 2`, which transformers reads as "pool at
+/// argmax(input_ids)". The candle tower and the exported ONNX graph must pool where
+/// transformers does, not at the start token (cosine ~0.1): reference embeddings from
+/// transformers under that very config.
+#[test]
+fn openai_shaped_config_pools_where_transformers_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = openai_shaped_model(dir.path());
+    let reference = json(&reference_dir().join("openai_config.json"));
+    assert_eq!(reference["text_config_ids"]["eos_token_id"], 2);
+    let captions = reference["captions"].as_array().unwrap();
+    assert_eq!(captions.len(), 57);
+    let rows: Vec<Vec<u32>> = captions
+        .iter()
+        .map(|c| {
+            c["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect();
+
+    let (clip, _) = cliptag::tune::model::load_hf(&model, &candle_core::Device::Cpu).unwrap();
+    for (c, got) in captions.iter().zip(candle_text_embeddings(&clip, &rows)) {
+        let cos = cosine(&got, &floats(&c["text_embeds"]));
+        assert!(cos >= 0.9999, "candle {:?}: cosine {cos}", c["text"]);
+    }
+
+    let out = dir.path().join("exported");
+    let o = tune(&["export", model.to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let exported =
+        cliptag::clip::ClipModel::load(&out, cliptag::config::ModelVariant::Fp32, 1).unwrap();
+    let texts: Vec<String> = captions
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    let got = exported.embed_texts(&texts).unwrap();
+    assert_eq!(got.len(), captions.len());
+    for (c, (ids, e)) in captions.iter().zip(&got) {
+        assert_eq!(
+            ids.iter().map(|&i| i as u64).collect::<Vec<_>>(),
+            c["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            "{:?}",
+            c["text"]
+        );
+        let cos = cosine(e, &floats(&c["text_embeds"]));
+        assert!(cos >= 0.9999, "tract {:?}: cosine {cos}", c["text"]);
+    }
+}
+
+/// One fine-tuning step from the OpenAI-shaped directory, then the exported text tower under
+/// tract against candle's own forward on the trained weights: the tuner trained and exported
+/// the same (end-of-text) token.
+#[test]
+fn finetune_from_an_openai_shaped_config_exports_what_it_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = openai_shaped_model(dir.path());
+    // 2 classes × 5 clips: 3/1/1 per class, so a batch of 8 is one step per epoch.
+    let data = dir.path().join("data");
+    let status = Command::new("bash")
+        .arg(repo().join("scripts/make-synthetic-dataset.sh"))
+        .arg(&data)
+        .args(["5", "2"])
+        .status()
+        .expect("the dataset script runs");
+    assert!(status.success());
+    let out = dir.path().join("tuned");
+    let o = tune(&[
+        "finetune",
+        "--data",
+        data.join("dataset.csv").to_str().unwrap(),
+        "--base",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--learning-rate",
+        "1e-2",
+        "--keyframes",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let config = json(&out.join("config.json"));
+    assert_eq!(config["text_config"]["eos_token_id"], 2);
+
+    let exported = dir.path().join("exported");
+    let o = tune(&["export", out.to_str().unwrap(), exported.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let onnx =
+        cliptag::clip::ClipModel::load(&exported, cliptag::config::ModelVariant::Fp32, 1).unwrap();
+    let texts: Vec<String> = [
+        "a photo of a ball.",
+        "snow",
+        "a video frame of a zone plate.",
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect();
+    let got = onnx.embed_texts(&texts).unwrap();
+    let rows: Vec<Vec<u32>> = got.iter().map(|(ids, _)| ids.clone()).collect();
+    let (tuned, _) = cliptag::tune::model::load_hf(&out, &candle_core::Device::Cpu).unwrap();
+    let (base, _) = cliptag::tune::model::load_hf(&model, &candle_core::Device::Cpu).unwrap();
+    let trained = candle_text_embeddings(&tuned, &rows);
+    let untrained = candle_text_embeddings(&base, &rows);
+    assert_eq!(trained.len(), texts.len());
+    for ((text, (_, e)), (t, b)) in texts.iter().zip(&got).zip(trained.iter().zip(&untrained)) {
+        let cos = cosine(e, t);
+        assert!(cos >= 0.9999, "{text:?}: exported vs candle cosine {cos}");
+        assert!(cosine(t, b) < 0.99999, "{text:?}: the step changed nothing");
+    }
+}

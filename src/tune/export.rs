@@ -25,7 +25,7 @@ use tract_onnx::pb::{
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
-use super::model::{HfClipConfig, HfTowerConfig};
+use super::model::{HfClipConfig, HfTowerConfig, TextPooling};
 use super::TuneError;
 
 const OPSET: i64 = 17;
@@ -344,8 +344,8 @@ pub fn vision_graph(
     ))
 }
 
-/// CLIPTextModelWithProjection: `input_ids` → `text_embeds`, pooled at the first
-/// end-of-text token (ArgMax of `input_ids == eos`).
+/// CLIPTextModelWithProjection: `input_ids` → `text_embeds`, pooled where [`TextPooling`]
+/// says for this config.
 pub fn text_graph(
     config: &HfClipConfig,
     weights: &HashMap<String, Tensor>,
@@ -384,17 +384,23 @@ pub fn text_graph(
         )?;
     }
     let x = b.layer_norm(&x, "text_model.final_layer_norm", c.layer_norm_eps)?;
-    // Row b's end-of-text position e_b: flatten to [B·S, D] and gather b·S + e_b.
-    let eos = b.constant_i64("eos", &[], &[c.eos_token_id.unwrap_or(49407) as i64]);
-    let is_eos = b.op("Equal", &["input_ids", &eos], vec![]);
-    let is_eos = b.op(
+    // Row b's pooled position e_b (the rule of `TextPooling`, as torch's exporter writes it:
+    // ArgMax over int32): flatten to [B·S, D] and gather b·S + e_b.
+    let scored = match TextPooling::of(c) {
+        TextPooling::LargestId => "input_ids".to_string(),
+        TextPooling::FirstOf(id) => {
+            let eos = b.constant_i64("eos", &[], &[id as i64]);
+            b.op("Equal", &["input_ids", &eos], vec![])
+        }
+    };
+    let scored = b.op(
         "Cast",
-        &[&is_eos],
+        &[&scored],
         vec![attr_int("to", DataType::Int32 as i64)],
     );
     let at = b.op(
         "ArgMax",
-        &[&is_eos],
+        &[&scored],
         vec![attr_int("axis", 1), attr_int("keepdims", 0)],
     );
     let batch = b.op(

@@ -4,8 +4,8 @@
 //!
 //! Rules:
 //! - The forward pass is transformers' CLIPModel (pre-LayerNorm blocks, QuickGELU, text
-//!   pooled at the first end-of-text token, projections without bias), checked against
-//!   its reference outputs on the fixture model.
+//!   pooled where [`TextPooling`] says, projections without bias), checked against its
+//!   reference outputs on the fixture models (both config shapes of the end-of-text id).
 //! - Patch dropout (paper 002) keeps a random subset of patch tokens, never the class
 //!   token, and only when asked (training); inference sees every patch.
 //! - Written here rather than taken from candle-transformers so that patch dropout and
@@ -56,6 +56,51 @@ pub struct HfTowerConfig {
     pub image_size: usize,
     #[serde(default)]
     pub patch_size: usize,
+}
+
+/// Where transformers' `CLIPTextTransformer` pools a caption: the one rule shared by the
+/// candle text tower and the exported ONNX graph.
+///
+/// Why two cases: OpenAI's released configs (openai/clip-vit-*, and the LAION ones copied
+/// from them) carry `text_config.eos_token_id = 2`, a placeholder from before transformers
+/// PR #24773. transformers keeps the legacy rule for exactly that value: pool at
+/// `argmax(input_ids)`, which is the first end-of-text token because 49407 is the largest
+/// id of CLIP's vocabulary. Any other id is taken at its word: pool at the first position
+/// holding it, or at position 0 when a row has none (the argmax of an all-false row).
+/// Taking 2 at its word pools every caption at its start token (cosine ~0.1 to the real
+/// embedding), which is what this type exists to prevent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextPooling {
+    /// `input_ids.argmax(-1)`: the legacy configs with `eos_token_id == 2`.
+    LargestId,
+    /// `(input_ids == id).argmax(-1)`: the first occurrence of the configured id.
+    FirstOf(u32),
+}
+
+/// The placeholder end-of-text id of OpenAI's configs that selects the legacy rule.
+const LEGACY_EOS_TOKEN_ID: u32 = 2;
+/// transformers' `CLIPTextConfig` default when the config names no id.
+const DEFAULT_EOS_TOKEN_ID: u32 = 49407;
+
+impl TextPooling {
+    /// The rule a text config asks for.
+    pub fn of(text_config: &HfTowerConfig) -> TextPooling {
+        match text_config.eos_token_id.unwrap_or(DEFAULT_EOS_TOKEN_ID) {
+            LEGACY_EOS_TOKEN_ID => TextPooling::LargestId,
+            id => TextPooling::FirstOf(id),
+        }
+    }
+
+    /// The pooled position of one row of ids (torch's argmax: the first maximum).
+    pub fn position(self, ids: &[u32]) -> usize {
+        match self {
+            TextPooling::LargestId => {
+                let largest = ids.iter().copied().max().unwrap_or(0);
+                ids.iter().position(|&t| t == largest).unwrap_or(0)
+            }
+            TextPooling::FirstOf(id) => ids.iter().position(|&t| t == id).unwrap_or(0),
+        }
+    }
 }
 
 fn default_eps() -> f64 {
@@ -160,7 +205,7 @@ pub struct TextTower {
     blocks: Vec<Block>,
     final_ln: LayerNorm,
     projection: Linear,
-    eos: u32,
+    pooling: TextPooling,
 }
 
 impl TextTower {
@@ -188,18 +233,11 @@ impl TextTower {
             x = block.forward(&x, Some(&mask))?;
         }
         let x = self.final_ln.forward(&x)?;
-        // Pooled at the first end-of-text token of each row.
         let ids = input_ids.to_vec2::<u32>()?;
         let rows = ids
             .iter()
             .enumerate()
-            .map(|(i, row)| {
-                let at = row
-                    .iter()
-                    .position(|&t| t == self.eos)
-                    .unwrap_or(row.len() - 1);
-                x.get(i)?.get(at)
-            })
+            .map(|(i, row)| x.get(i)?.get(self.pooling.position(row)))
             .collect::<Result<Vec<_>>>()?;
         let pooled = Tensor::stack(&rows, 0)?;
         debug_assert_eq!(pooled.dims()[0], b);
@@ -304,7 +342,7 @@ impl Clip {
                 config.projection_dim,
                 vb.pp("text_projection"),
             )?,
-            eos: t.eos_token_id.unwrap_or(49407),
+            pooling: TextPooling::of(t),
         };
         let vv = vb.pp("vision_model");
         let patches = (v.image_size / v.patch_size).pow(2);
@@ -433,4 +471,33 @@ pub fn load_hf(
         .load(&weights)
         .map_err(|e| err(&weights, format!("does not fit config.json: {e}")))?;
     Ok((model, varmap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_config(eos_token_id: Option<u32>) -> HfTowerConfig {
+        serde_json::from_value(serde_json::json!({
+            "hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2,
+            "num_hidden_layers": 1, "eos_token_id": eos_token_id,
+        }))
+        .unwrap()
+    }
+
+    /// transformers' two rules, on the ids its CLIP tokenizer writes (start 49406, end and
+    /// padding 49407) and on a row with no configured id at all.
+    #[test]
+    fn text_pooling_follows_transformers() {
+        let caption = [49406, 320, 1929, 2, 49407, 49407, 49407];
+        let legacy = TextPooling::of(&text_config(Some(2)));
+        assert_eq!(legacy, TextPooling::LargestId);
+        assert_eq!(legacy.position(&caption), 4);
+        let configured = TextPooling::of(&text_config(Some(49407)));
+        assert_eq!(configured, TextPooling::FirstOf(49407));
+        assert_eq!(configured.position(&caption), 4);
+        assert_eq!(TextPooling::of(&text_config(None)), configured);
+        // An id that no row holds pools at position 0, as argmax of an all-false row does.
+        assert_eq!(TextPooling::FirstOf(7).position(&caption), 0);
+    }
 }
