@@ -30,7 +30,7 @@ arm() { QEMU_LD_PREFIX=/ qemu-aarch64 "$bin" "$@"; }
 
 readelf -h "$bin" | grep -q "Machine:.*AArch64" || { echo "$bin is not an aarch64 binary" >&2; exit 1; }
 arm --version
-arm model check models/tiny-clip --variant fp32 | tail -4
+arm model check --model models/tiny-clip --variant fp32 | tail -4
 clip=examples/demo.mp4
 arm embed --model models/tiny-clip --variant fp32 --threads 2 --fps 0.5 "$clip" >"$work/arm.jsonl"
 env -u GST_PLUGIN_SYSTEM_PATH_1_0 -u GST_REGISTRY_1_0 -u GST_REGISTRY_FORK \

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use cliptag::clip::ClipModel;
-use cliptag::config::ModelVariant;
+use cliptag::clip::ModelVariant;
 
 const CAPTIONS: [&str; 8] = [
     "a photo of a dog.",

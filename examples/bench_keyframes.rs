@@ -12,9 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use cliptag::classify::{mean_embedding, super_image};
-use cliptag::clip::{cosine, preprocess, ClipModel};
-use cliptag::config::ModelVariant;
+use cliptag::classify::mean_embedding;
+use cliptag::clip::{cosine, preprocess, super_image, ClipModel, ModelVariant};
 use cliptag::ingest::{Frame, FrameSource, GstSource, Sampling};
 use cliptag::keyframes::{
     scene_unchanged, thumbnail_lab, ClusterSelector, KeyframeSelector, DEFAULT_SCENE_THRESHOLD,

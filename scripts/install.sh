@@ -211,7 +211,7 @@ cat <<EOF
 
 Next steps:
   1. Edit /etc/cliptag/cliptag.toml: add your cameras ([[source]]) and check [model] dir
-     (\`cliptag model check DIR\`); edit /etc/cliptag/labels.txt.
+     (\`cliptag model check --model DIR\`); edit /etc/cliptag/labels.txt.
 EOF
 if $active; then
     cat <<EOF

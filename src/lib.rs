@@ -14,11 +14,14 @@
 
 pub mod classify;
 pub mod clip;
+pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod embed;
 pub mod ingest;
 pub mod keyframes;
 pub mod query;
+pub mod settings;
 pub mod store;
 #[cfg(feature = "tune")]
 pub mod tune;
@@ -61,14 +64,4 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// Milliseconds since the first call in this process: a monotonic stamp that threads can
-/// share through an atomic (heartbeats, stall detection).
-pub fn monotonic_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
 }

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use cliptag::classify::{expand_labels, load_labels};
-use cliptag::clip::{ClipModel, Layout, LoadOptions};
-use cliptag::config::{Config, DeviceChoice, ModelVariant};
+use cliptag::clip::{ClipModel, ModelSettings, TextTower};
+use cliptag::clock::{Clock, SystemClock};
+use cliptag::config::Config;
 use cliptag::daemon::{self, Progress, RunError, RunOptions, SourceReport};
-use cliptag::ingest::Sampling;
+use cliptag::ingest::SamplingSection;
 use cliptag::query::{parse_time_bound, write_rows, write_source_states, Format};
 use cliptag::store::{MatchQuery, Store};
 use cliptag::Disposition;
@@ -62,11 +62,9 @@ enum Command {
     /// Print one JSON line per sampled frame with its CLIP embedding.
     Embed {
         #[command(flatten)]
-        model: ModelArgs,
-        #[arg(long, conflicts_with = "every_nth")]
-        fps: Option<f64>,
-        #[arg(long)]
-        every_nth: Option<u32>,
+        model: ModelSettings,
+        #[command(flatten)]
+        sampling: SamplingSection,
         /// Output JSON lines (the only format).
         #[arg(long)]
         json: bool,
@@ -81,7 +79,7 @@ enum Command {
     /// Print token ids and the CLIP text embedding of each text as JSON lines.
     EmbedText {
         #[command(flatten)]
-        model: ModelArgs,
+        model: ModelSettings,
         #[arg(long)]
         json: bool,
         #[arg(required = true)]
@@ -94,113 +92,12 @@ enum ModelCommand {
     /// Load a model as the daemon would, describe it and self-test it; non-zero exit with the
     /// reason when it is unusable.
     Check {
-        dir: PathBuf,
         #[command(flatten)]
-        load: LoadArgs,
+        model: ModelSettings,
     },
     /// Write a copy of an fp32 model directory with int8 encoders (per-column symmetric int8
     /// weights, activations quantized at run time), loadable by onnxruntime too.
     Quantize { input: PathBuf, output: PathBuf },
-}
-
-#[derive(Args)]
-struct ModelArgs {
-    /// Model directory (Xenova / Hugging Face optimum layout).
-    #[arg(long)]
-    model: PathBuf,
-    #[command(flatten)]
-    load: LoadArgs,
-}
-
-/// How to load a model: the command-line twin of the config's `[model]` table.
-#[derive(Args)]
-struct LoadArgs {
-    #[arg(long, value_enum, default_value = "auto")]
-    variant: VariantArg,
-    /// Inference threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Directory layout; detected when not given.
-    #[arg(long, value_enum)]
-    layout: Option<LayoutArg>,
-    /// Where CLIP runs: auto takes a CUDA GPU when this build has the `cuda` feature and one
-    /// is usable.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceArg,
-}
-
-impl LoadArgs {
-    fn options(&self, text_tower: cliptag::clip::TextTower) -> LoadOptions {
-        LoadOptions {
-            variant: self.variant.into(),
-            layout: self.layout.map(Into::into),
-            threads: self.threads,
-            device: self.device.into(),
-            text_tower,
-        }
-    }
-}
-
-impl ModelArgs {
-    fn load(&self) -> Result<ClipModel> {
-        Ok(ClipModel::load_with(
-            &self.model,
-            // Loaded by the first text to embed: image-only commands never need it.
-            &self.load.options(cliptag::clip::TextTower::WhenNeeded),
-        )?)
-    }
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LayoutArg {
-    Xenova,
-    Immich,
-}
-
-impl From<LayoutArg> for Layout {
-    fn from(l: LayoutArg) -> Self {
-        match l {
-            LayoutArg::Xenova => Layout::Xenova,
-            LayoutArg::Immich => Layout::Immich,
-        }
-    }
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum VariantArg {
-    /// int8 where the model has it, else fp32
-    Auto,
-    Fp32,
-    Quantized,
-    Fp16,
-}
-
-impl From<VariantArg> for ModelVariant {
-    fn from(v: VariantArg) -> Self {
-        match v {
-            VariantArg::Auto => ModelVariant::Auto,
-            VariantArg::Fp32 => ModelVariant::Fp32,
-            VariantArg::Quantized => ModelVariant::Quantized,
-            VariantArg::Fp16 => ModelVariant::Fp16,
-        }
-    }
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Cuda,
-}
-
-impl From<DeviceArg> for DeviceChoice {
-    fn from(d: DeviceArg) -> Self {
-        match d {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Cpu => DeviceChoice::Cpu,
-            DeviceArg::Cuda => DeviceChoice::Cuda,
-        }
-    }
 }
 
 #[derive(Args)]
@@ -301,12 +198,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Status { db, json, csv } => status(db, format_of(json, csv)),
         Command::Labels { db } => labels(db),
         Command::Model {
-            command: ModelCommand::Check { dir, load },
+            command: ModelCommand::Check { model },
         } => {
-            let report = cliptag::clip::check::check_model(
-                &dir,
-                &load.options(cliptag::clip::TextTower::Now),
-            )?;
+            let report = cliptag::clip::check::check_model(&model)?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
@@ -326,11 +220,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Embed {
             model,
-            fps,
-            every_nth,
+            sampling,
             json: _,
             inputs,
-        } => embed(model, fps, every_nth, inputs),
+        } => embed(model, sampling, inputs),
         Command::EmbedText {
             model,
             json: _,
@@ -485,7 +378,7 @@ fn status(db: DbArgs, format: Format) -> Result<ExitCode> {
     let store = Store::open_existing(&path)?;
     let states = store.source_states()?;
     let mut out = std::io::stdout().lock();
-    write_source_states(&mut out, &states, format, daemon::now_unix())?;
+    write_source_states(&mut out, &states, format, SystemClock.now())?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -495,37 +388,19 @@ fn labels(db: DbArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if let Some(config) = config {
         // The labels file as it stands now, and whether a run would need to encode anything.
-        let labels = expand_labels(
-            &load_labels(&config.labels_path)?,
-            &config.classify.prompt_templates,
-        );
-        // The files the daemon would load: its device decides what variant "auto" means.
-        let device = cliptag::clip::device::resolve(config.model.device)
-            .unwrap_or(cliptag::clip::Device::Cpu);
-        let model_id = cliptag::clip::model_id(
-            &config.model.dir,
-            device.variant(config.model.variant),
-            config.model.layout,
-        )?;
-        let cached = match path.is_file() {
-            true => {
-                let prompts: Vec<String> = labels.iter().flat_map(|l| l.prompts.clone()).collect();
-                Store::open_existing(&path)?.cached_text_embeddings(&model_id, &prompts)?
-            }
-            false => Default::default(),
-        };
+        let plan = daemon::labels_plan(&config)?;
         writeln!(
             out,
-            "labels file {} (model {model_id})",
-            config.labels_path.display()
+            "labels file {} (model {})",
+            config.labels_path.display(),
+            plan.model_id
         )?;
-        for l in &labels {
-            let n = l.prompts.iter().filter(|p| cached.contains_key(*p)).count();
+        for (l, cached) in &plan.labels {
             writeln!(
                 out,
                 "{}  [{}/{} prompts cached]",
                 l.text,
-                n,
+                cached,
                 l.prompts.len()
             )?;
             for p in &l.prompts {
@@ -550,26 +425,18 @@ fn labels(db: DbArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn embed(
-    model_args: ModelArgs,
-    fps: Option<f64>,
-    every_nth: Option<u32>,
-    inputs: Vec<String>,
-) -> Result<ExitCode> {
-    let sampling = match (fps, every_nth) {
-        (_, Some(0)) => anyhow::bail!("--every-nth must be at least 1"),
-        (_, Some(n)) => Sampling::EveryNth(n),
-        (Some(f), None) if f > 0.0 && f.is_finite() => Sampling::Fps(f),
-        (Some(f), None) => anyhow::bail!("--fps must be positive, got {f}"),
-        (None, None) => Sampling::Fps(1.0),
-    };
+fn embed(model: ModelSettings, sampling: SamplingSection, inputs: Vec<String>) -> Result<ExitCode> {
+    let sampling = sampling
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.flag(), e.reason))?;
     cliptag::ingest::init()?;
-    let model = model_args.load()?;
+    // Image-only: the text tower is never needed.
+    let model = ClipModel::load_with(&model, TextTower::WhenNeeded)?;
     let mut out = std::io::stdout().lock();
     let mut failures = 0;
     for input in &inputs {
         let mut write_err = None;
-        let result = daemon::embed_media(&model, input, sampling, |e| {
+        let result = cliptag::embed::embed_media(&model, input, sampling, |e| {
             if write_err.is_none() {
                 write_err = serde_json::to_writer(&mut out, &e)
                     .map_err(anyhow::Error::from)
@@ -593,8 +460,9 @@ fn embed(
     })
 }
 
-fn embed_text(model_args: ModelArgs, texts: Vec<String>) -> Result<ExitCode> {
-    let model = model_args.load()?;
+fn embed_text(model: ModelSettings, texts: Vec<String>) -> Result<ExitCode> {
+    // Loaded by the first text to embed.
+    let model = ClipModel::load_with(&model, TextTower::WhenNeeded)?;
     let mut out = std::io::stdout().lock();
     for (text, (ids, embedding)) in texts.iter().zip(model.embed_texts(&texts)?) {
         serde_json::to_writer(

@@ -1,12 +1,9 @@
 //! CLIP under tract against the reference implementation's outputs (transformers fp32,
 //! onnxruntime for the int8 files), on the committed tiny model of the real architecture.
 
-mod common;
-
-use cliptag::clip::{preprocess, ClipModel};
-use cliptag::config::ModelVariant;
+use crate::common::*;
+use cliptag::clip::{preprocess, ClipModel, ModelVariant};
 use cliptag::ingest::RgbImage;
-use common::*;
 
 fn captions() -> Vec<serde_json::Value> {
     json(&reference_dir().join("captions.json"))["captions"]
@@ -194,7 +191,7 @@ fn preprocessing_matches_clip_image_processor_on_real_frames() {
 /// on disk in between (its embeddings would be stored under the old model id).
 #[test]
 fn text_tower_loads_when_needed_and_is_released() {
-    use cliptag::clip::{LoadOptions, TextTower};
+    use cliptag::clip::{ModelSettings, TextTower};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("model");
     for entry in walk(&tiny_model()) {
@@ -202,11 +199,11 @@ fn text_tower_loads_when_needed_and_is_released() {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(&entry, &to).unwrap();
     }
-    let load = LoadOptions {
-        text_tower: TextTower::WhenNeeded,
-        ..LoadOptions::cpu(ModelVariant::Fp32, 1)
-    };
-    let model = ClipModel::load_with(&dir, &load).unwrap();
+    let model = ClipModel::load_with(
+        &ModelSettings::cpu(&dir, ModelVariant::Fp32, 1),
+        TextTower::WhenNeeded,
+    )
+    .unwrap();
     let captions = vec!["a photo of a dog".to_string(), "a red car".to_string()];
     let first = model.embed_texts(&captions).unwrap();
     model.release_text_encoder();

@@ -1,8 +1,6 @@
 //! The long-running daemon as a real child process: real signals, a real RTSP server on
 //! loopback, a real notify socket, SIGKILL at random moments against a real SQLite file.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -10,8 +8,8 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use cliptag::store::{SegmentRow, Store};
-use common::*;
 
 /// A `cliptag run` child whose stderr is collected as it is written.
 struct Daemon {

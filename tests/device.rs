@@ -1,15 +1,15 @@
-//! Where CLIP runs. On a machine without a usable NVIDIA GPU (every CI machine so far):
-//! `auto` falls back to the CPU with the same embeddings and `cuda` refuses with the reason,
-//! in the library and in the real binary. With a GPU and `--features cuda`: the GPU's
-//! embeddings agree with the CPU's. The test suite runs this file with `--features cuda`, so
-//! the fallback exercised is tract-cuda's real probe.
+//! Where CLIP runs. Without a usable NVIDIA GPU (the binary is run with the GPUs hidden by
+//! `CUDA_VISIBLE_DEVICES=`, so this holds on any machine): `auto` falls back to the CPU with
+//! the same embeddings and `cuda` refuses with the reason. With a GPU and `--features cuda`
+//! (`cargo test --features cuda -- --ignored gpu_`): the GPU's embeddings agree with the
+//! CPU's. The test suite is built with `--features cuda`, so the fallback exercised is
+//! tract-cuda's real probe.
 
-mod common;
-
-use cliptag::clip::{device, ClipModel, Device, LoadOptions};
-use cliptag::config::{DeviceChoice, ModelVariant};
+use crate::common::*;
+use cliptag::clip::{
+    device, ClipModel, Device, DeviceChoice, ModelSettings, ModelVariant, TextTower,
+};
 use cliptag::ingest::RgbImage;
-use common::*;
 
 /// GPU and CPU embeddings of the same input agree to this cosine: kernels differ in their
 /// summation order, and cuBLAS may use reduced-precision tensor-core modes.
@@ -17,11 +17,11 @@ const GPU_COSINE: f64 = 0.999;
 
 fn load(device: DeviceChoice) -> Result<ClipModel, cliptag::clip::ClipError> {
     ClipModel::load_with(
-        &tiny_model(),
-        &LoadOptions {
+        &ModelSettings {
             device,
-            ..LoadOptions::cpu(ModelVariant::Fp32, 1)
+            ..ModelSettings::cpu(&tiny_model(), ModelVariant::Fp32, 1)
         },
+        TextTower::Now,
     )
 }
 
@@ -56,16 +56,18 @@ fn frame_agreement(a: &ClipModel, b: &ClipModel) -> Vec<f64> {
         .collect()
 }
 
-/// `cliptag model check` of the tiny model on `device`: (exit code, stdout, stderr).
-fn check_on(device: &str) -> (Option<i32>, String, String) {
+/// `cliptag ARGS --model TINY --device DEVICE` with every GPU hidden: (exit code, stdout,
+/// stderr).
+fn without_gpus(args: &[&str], device: &str) -> (Option<i32>, String, String) {
     let o = cliptag()
+        .args(args)
         .args([
-            "model",
-            "check",
+            "--model",
             tiny_model().to_str().unwrap(),
             "--device",
             device,
         ])
+        .env("CUDA_VISIBLE_DEVICES", "")
         .output()
         .unwrap();
     (
@@ -83,17 +85,60 @@ fn captions() -> Vec<String> {
 
 #[test]
 fn without_a_gpu_auto_runs_on_the_cpu_and_cuda_refuses() {
-    let Err(reason) = device::cuda_usable() else {
-        eprintln!("skipped: a usable CUDA GPU is present, so there is no fallback to test");
-        return;
-    };
+    let clip = repo().join("examples/demo.mp4");
+    let embed = [
+        "embed",
+        "--variant",
+        "fp32",
+        "--fps",
+        "0.5",
+        clip.to_str().unwrap(),
+    ];
+    let (code, auto, stderr) = without_gpus(&embed, "auto");
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, cpu, stderr) = without_gpus(&embed, "cpu");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(auto.lines().count() >= 5, "{auto}");
+    assert_eq!(auto, cpu, "auto fell back to the CPU: the same embeddings");
+
+    let (code, _, stderr) = without_gpus(&embed, "cuda");
+    // 78 (EX_CONFIG): systemd does not restart into the same refusal.
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("device \"cuda\" is not usable"), "{stderr}");
+}
+
+#[test]
+fn the_binary_says_where_it_runs_and_why_not_on_the_gpu() {
+    let (code, stdout, stderr) = without_gpus(&["model", "check"], "auto");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("device: cpu"), "{stdout}");
+    let fallbacks = stderr
+        .lines()
+        .filter(|l| l.contains("CUDA is not usable"))
+        .count();
+    assert_eq!(fallbacks, 1, "one fallback line expected:\n{stderr}");
+
+    let (code, _, stderr) = without_gpus(&["model", "check"], "cuda");
+    // 78 (EX_CONFIG): systemd does not restart into the same refusal.
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("device \"cuda\" is not usable"), "{stderr}");
+}
+
+/// The library's own refusal on a machine without a usable GPU: `auto` gives the CPU's
+/// embeddings, `cuda` an error naming the device and the probe's reason that says stop (a
+/// restart cannot bring a GPU). On a GPU machine, hide the GPUs: `CUDA_VISIBLE_DEVICES=`.
+#[test]
+fn the_library_falls_back_or_refuses_with_the_reason() {
+    let reason = device::cuda_usable()
+        .expect_err("a usable GPU is visible: run this test with CUDA_VISIBLE_DEVICES= to hide it");
     let auto = load(DeviceChoice::Auto).expect("auto falls back to the CPU");
     assert_eq!(auto.device, Device::Cpu);
     let cpu = load(DeviceChoice::Cpu).unwrap();
-    for c in frame_agreement(&auto, &cpu) {
+    let agreement = frame_agreement(&auto, &cpu);
+    assert_eq!(agreement.len(), 3);
+    for c in agreement {
         assert!(c >= 0.999_999, "cosine {c}");
     }
-
     let e = load(DeviceChoice::Cuda).unwrap_err();
     let message = e.to_string();
     assert!(message.contains("\"cuda\""), "{message}");
@@ -105,36 +150,14 @@ fn without_a_gpu_auto_runs_on_the_cpu_and_cuda_refuses() {
 }
 
 #[test]
-fn the_binary_says_where_it_runs_and_why_not_on_the_gpu() {
-    if device::cuda_usable().is_ok() {
-        eprintln!("skipped: a usable CUDA GPU is present, so there is no fallback to test");
-        return;
-    }
-    let (code, stdout, stderr) = check_on("auto");
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("device: cpu"), "{stdout}");
-    let fallbacks = stderr
-        .lines()
-        .filter(|l| l.contains("CUDA is not usable"))
-        .count();
-    assert_eq!(fallbacks, 1, "one fallback line expected:\n{stderr}");
-
-    let (code, _, stderr) = check_on("cuda");
-    // 78 (EX_CONFIG): systemd does not restart into the same refusal.
-    assert_eq!(code, Some(78), "{stderr}");
-    assert!(stderr.contains("device \"cuda\" is not usable"), "{stderr}");
-}
-
-#[test]
+#[ignore = "needs an NVIDIA GPU and --features cuda (cargo test --features cuda -- --ignored gpu_)"]
 fn gpu_embeddings_agree_with_the_cpu() {
-    if let Err(reason) = device::cuda_usable() {
-        eprintln!("skipped: no usable CUDA GPU here: {reason}");
-        return;
-    }
     let gpu = load(DeviceChoice::Cuda).expect("the model loads on the GPU");
     assert_eq!(gpu.device, Device::Cuda);
     let cpu = load(DeviceChoice::Cpu).unwrap();
-    for (ix, c) in frame_agreement(&gpu, &cpu).into_iter().enumerate() {
+    let agreement = frame_agreement(&gpu, &cpu);
+    assert_eq!(agreement.len(), 3);
+    for (ix, c) in agreement.into_iter().enumerate() {
         assert!(c >= GPU_COSINE, "frame {ix}: cosine {c}");
     }
     let (on_gpu, on_cpu) = (

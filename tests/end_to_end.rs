@@ -1,14 +1,12 @@
 //! End to end through the real binary: generated and broken clips + the tiny CLIP model →
 //! SQLite → `cliptag query`, checked against the model run directly on the same frames.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::common::*;
 use cliptag::store::Store;
-use common::*;
 
 struct Setup {
     dir: tempfile::TempDir,

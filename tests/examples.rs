@@ -1,13 +1,13 @@
 //! The shipped example configs and labels stay valid.
 
-mod common;
-
-use cliptag::config::{Config, ModelVariant};
+use cliptag::clip::ModelVariant;
+use cliptag::config::Config;
 use cliptag::ingest::Sampling;
 
 #[test]
 fn example_configs_parse() {
-    let example = Config::load(&common::repo().join("examples/cliptag.example.toml")).unwrap();
+    let example =
+        Config::load(&crate::common::repo().join("examples/cliptag.example.toml")).unwrap();
     assert_eq!(example.sampling, Sampling::Fps(1.0));
     assert_eq!(example.model.variant, ModelVariant::Auto);
     assert_eq!(example.classify.prompt_templates.len(), 5);
@@ -15,13 +15,13 @@ fn example_configs_parse() {
         (example.keyframes.k, example.keyframes.skip_unchanged),
         (5, true)
     );
-    let demo = Config::load(&common::repo().join("examples/demo.toml")).unwrap();
+    let demo = Config::load(&crate::common::repo().join("examples/demo.toml")).unwrap();
     assert!(demo.model.dir.ends_with("models/synthetic-clip"));
     assert_eq!(demo.sources.len(), 1);
     let labels = cliptag::classify::load_labels(&demo.labels_path).unwrap();
     assert_eq!(labels.len(), 8);
     // The service's config: every source commented out until the user adds a camera.
-    let service = Config::load(&common::repo().join("systemd/cliptag.toml")).unwrap();
+    let service = Config::load(&crate::common::repo().join("systemd/cliptag.toml")).unwrap();
     assert_eq!(
         service.database.to_str(),
         Some("/var/lib/cliptag/cliptag.sqlite")
@@ -40,7 +40,7 @@ fn example_configs_parse() {
 /// training clip) by the class it was rendered from.
 #[test]
 fn demo_tags_each_segment_with_its_class() {
-    let repo = common::repo();
+    let repo = crate::common::repo();
     let dir = tempfile::tempdir().unwrap();
     let config = std::fs::read_to_string(repo.join("examples/demo.toml"))
         .unwrap()
@@ -55,7 +55,7 @@ fn demo_tags_each_segment_with_its_class() {
         );
     let path = dir.path().join("demo.toml");
     std::fs::write(&path, config).unwrap();
-    let run = common::cliptag()
+    let run = crate::common::cliptag()
         .args(["run", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();

@@ -1,10 +1,10 @@
 //! The real GStreamer source on real encoded clips: every codec and container, sampling by
 //! timestamps, square pixels, stride handling, and clean errors for broken files.
 
-mod common;
-
-use cliptag::ingest::{Frame, FrameSource, GstSource, IngestError, OpenOptions, Sampling};
-use common::*;
+use crate::common::*;
+use cliptag::ingest::{
+    Frame, FrameSource, GstSource, IngestError, Location, OpenOptions, Sampling,
+};
 
 fn decode(
     path: &std::path::Path,
@@ -194,7 +194,8 @@ fn a_caller_busy_longer_than_the_stall_timeout_is_not_a_stall() {
         stall_timeout: std::time::Duration::from_secs(1),
         ..OpenOptions::file(Sampling::Fps(1.0))
     };
-    let mut src = GstSource::open_with("busy", path.to_str().unwrap(), options).unwrap();
+    let mut src =
+        GstSource::open_with("busy", &Location::new(path.to_str().unwrap()), options).unwrap();
     let mut frames = 0;
     while let Some(_frame) = src.next_frame().unwrap() {
         frames += 1;
@@ -216,7 +217,8 @@ fn a_stream_sampled_less_often_than_the_stall_timeout_is_not_stalled() {
         stall_timeout: std::time::Duration::from_secs(1),
         ..OpenOptions::file(Sampling::Fps(0.25))
     };
-    let mut src = GstSource::open_with("slow", path.to_str().unwrap(), options).unwrap();
+    let mut src =
+        GstSource::open_with("slow", &Location::new(path.to_str().unwrap()), options).unwrap();
     let mut times = Vec::new();
     while let Some(f) = src.next_frame().unwrap() {
         times.push(f.pts);

@@ -1,23 +1,22 @@
 //! Keyframe selection, the unchanged-scene skip and the grid super image on real decoded
 //! clips, with the real tract encoder underneath a call-counting seam.
 
-mod common;
-
 use std::cell::Cell;
 use std::time::Duration;
 
-use cliptag::classify::{expand_labels, super_image, Aggregation, LabelSet};
-use cliptag::clip::{ClipError, ClipModel, ImageEmbedder};
-use cliptag::config::{ClassifyConfig, KeyframeConfig, ModelVariant, Selection};
-use cliptag::daemon::{job_from_window, selector_for, Tagger};
+use crate::common::*;
+use cliptag::classify::{expand_labels, ClassifyConfig, LabelSet};
+use cliptag::clip::{
+    super_image, window_pixels, ClipError, ClipModel, ImageEmbedder, ModelVariant,
+};
+use cliptag::daemon::{Tagger, WindowContent, WindowJob};
 use cliptag::ingest::{FrameSource, GstSource, Sampling};
-use cliptag::keyframes::{Window, Windower};
+use cliptag::keyframes::{Aggregation, KeyframeConfig, LastScene, Selection, Window, Windower};
 use cliptag::store::NewSegment;
-use common::*;
 
 fn windows(file: &str, sampling: Sampling, keyframes: &KeyframeConfig) -> Vec<Window> {
     let mut source = GstSource::open(file, clips().join(file).to_str().unwrap(), sampling).unwrap();
-    let mut windower = Windower::new(Duration::from_secs(10), selector_for(keyframes));
+    let mut windower = Windower::new(Duration::from_secs(10), keyframes.selector());
     let mut out = Vec::new();
     while let Some(frame) = source.next_frame().unwrap() {
         out.extend(windower.push(frame));
@@ -88,21 +87,32 @@ fn new_tagger<E: ImageEmbedder>(
         embedder,
         model.id.clone(),
         labels(model),
-        config.clone(),
+        config,
         &ClassifyConfig::default(),
     )
 }
 
-fn tag<E: ImageEmbedder>(tagger: &mut Tagger<E>, model: &ClipModel, window: Window) -> NewSegment {
-    let aggregate = tagger.keyframes.aggregate;
-    tagger
-        .tag(job_from_window(
-            "clip",
-            "clip.mp4",
-            window,
+/// One window the way the daemon handles it: the source decides from the cheap features
+/// whether the scene changed (and only then preprocesses), inference tags the job.
+fn tag<E: ImageEmbedder>(
+    tagger: &mut Tagger<E>,
+    model: &ClipModel,
+    config: &KeyframeConfig,
+    scene: &mut LastScene,
+    window: Window,
+) -> NewSegment {
+    let content = if scene.unchanged(config, &window.features) {
+        WindowContent::Unchanged
+    } else {
+        scene.remember(window.features.clone());
+        WindowContent::Pixels(window_pixels(
+            &window.keyframe_images(),
+            config.aggregate,
             &model.preprocess,
-            aggregate,
         ))
+    };
+    tagger
+        .tag(WindowJob::new("clip", "clip.mp4", &window, 0.0, content))
         .unwrap()
 }
 
@@ -139,11 +149,12 @@ fn a_static_scene_costs_one_clip_call_in_total() {
         calls: Cell::new(0),
     };
     let mut tagger = new_tagger(&counting, &model, &config);
+    let mut scene = LastScene::default();
     let mut per_window = Vec::new();
     let mut segments = Vec::new();
     for w in wins {
         let before = counting.calls.get();
-        let segment = tag(&mut tagger, &model, w);
+        let segment = tag(&mut tagger, &model, &config, &mut scene, w);
         per_window.push(counting.calls.get() - before);
         segments.push(segment);
     }
@@ -166,8 +177,9 @@ fn a_static_scene_costs_one_clip_call_in_total() {
         ..config
     };
     let mut tagger = new_tagger(&counting, &model, &no_skip);
+    let mut scene = LastScene::default();
     for w in windows("static_30s.mp4", Sampling::Fps(1.0), &no_skip) {
-        tag(&mut tagger, &model, w);
+        tag(&mut tagger, &model, &no_skip, &mut scene, w);
     }
     assert_eq!(counting.calls.get(), 3);
 }
@@ -222,7 +234,14 @@ fn grid_mode_tiles_keyframes_and_makes_one_clip_call() {
         calls: Cell::new(0),
     };
     let mut tagger = new_tagger(&counting, &model, &config);
-    let segment = tag(&mut tagger, &model, wins.into_iter().next().unwrap());
+    let first = wins.into_iter().next().unwrap();
+    let segment = tag(
+        &mut tagger,
+        &model,
+        &config,
+        &mut LastScene::default(),
+        first,
+    );
     assert_eq!(counting.calls.get(), 1);
     assert_eq!(segment.clip_calls, 1);
     assert_eq!(segment.keyframes_ms.len(), 3);
@@ -241,7 +260,16 @@ fn max_mode_keeps_each_labels_best_frame() {
     let frames: Vec<_> = wins[0].keyframes.iter().map(|f| &f.image).collect();
     let per_frame = model.embed_frames(&frames).unwrap();
     let mut tagger = new_tagger(&model, &model, &config);
-    let segment = tag(&mut tagger, &model, wins.into_iter().next().unwrap());
+    let first = wins.into_iter().next().unwrap();
+    let segment = tag(
+        &mut tagger,
+        &model,
+        &config,
+        &mut LastScene::default(),
+        first,
+    );
+    // Every label of the set (top_k 3 of 3 labels, no probability floor).
+    assert_eq!(segment.matches.len(), 3);
     for m in &segment.matches {
         let best = per_frame
             .iter()

@@ -3,14 +3,12 @@
 //! with squash resize, and Xenova fp16 — each against the reference implementation
 //! (open_clip / transformers via the committed generator), and against each other.
 
-mod common;
-
 use std::path::PathBuf;
 
+use crate::common::*;
+use cliptag::clip::ModelVariant;
 use cliptag::clip::{preprocess, ClipModel, Layout};
-use cliptag::config::ModelVariant;
 use cliptag::ingest::RgbImage;
-use common::*;
 
 fn model_dir(name: &str) -> PathBuf {
     repo().join("models").join(name)
@@ -250,7 +248,7 @@ fn image_and_text_widths_that_differ_are_refused() {
         std::fs::copy(model_dir(from).join(rel), dir.join(rel)).unwrap();
     }
     let o = cliptag()
-        .args(["model", "check", dir.to_str().unwrap()])
+        .args(["model", "check", "--model", dir.to_str().unwrap()])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -267,6 +265,7 @@ fn model_check_describes_each_layout() {
         .args([
             "model",
             "check",
+            "--model",
             model_dir("tiny-openclip-256").to_str().unwrap(),
             "--threads",
             "1",
@@ -289,6 +288,7 @@ fn model_check_describes_each_layout() {
         .args([
             "model",
             "check",
+            "--model",
             model_dir("tiny-clip-immich-int8").to_str().unwrap(),
             "--threads",
             "1",
@@ -305,6 +305,7 @@ fn model_check_describes_each_layout() {
         .args([
             "model",
             "check",
+            "--model",
             model_dir("tiny-clip-immich").to_str().unwrap(),
             "--layout",
             "xenova",

@@ -1,11 +1,9 @@
 //! `cliptag model check` on the real fixture models, and a precise error for each kind of
 //! unusable model directory (real ONNX files edited through tract's own protobuf types).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use prost::Message;
 use tract_onnx::pb::{type_proto, ModelProto};
 
@@ -46,7 +44,7 @@ fn check(dir: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
         &["--variant", "fp32"]
     };
     let o = cliptag()
-        .args(["model", "check", dir.to_str().unwrap()])
+        .args(["model", "check", "--model", dir.to_str().unwrap()])
         .args(variant)
         .args(extra)
         .output()

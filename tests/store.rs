@@ -1052,6 +1052,7 @@ fn with_retention(retention: Retention) -> WriterOptions {
         retention,
         // Only the explicit enforce_retention calls run it in these tests.
         retention_interval: Duration::from_secs(3600),
+        ..WriterOptions::default()
     }
 }
 
@@ -1286,6 +1287,7 @@ fn the_writer_applies_retention_on_its_own() {
                 max_db_bytes: None,
             },
             retention_interval: Duration::from_millis(100),
+            ..WriterOptions::default()
         },
     )
     .unwrap();

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cliptag::clip::PreprocessConfig;
-use cliptag::config::{DaemonConfig, KeyframeConfig, Selection, SourceConfig};
+use cliptag::clock::Clock;
 use cliptag::daemon::{
-    Clock, NoProgress, SourceOpener, SourceRunner, SourceState, StatusBoard, WindowJob,
+    DaemonConfig, NoProgress, SourceOpener, SourceRunner, SourceState, StatusBoard, WindowJob,
 };
-use cliptag::ingest::{Frame, FrameSource, IngestError, RgbImage};
+use cliptag::ingest::{Frame, FrameSource, IngestError, RgbImage, SourceConfig};
+use cliptag::keyframes::{KeyframeConfig, Selection};
 
 /// Time stands still except when the runner sleeps; sleeps are recorded, and the runner is
 /// told to stop after `stop_after` of them.
@@ -102,7 +103,7 @@ impl SourceOpener for Scripted {
         if n <= self.failures {
             return Err(IngestError::Open {
                 source_name: source.name.clone(),
-                uri: source.uri.clone(),
+                uri: source.location.shown().to_string(),
                 reason: "Could not open resource for reading and writing".into(),
             });
         }

@@ -2,14 +2,12 @@
 //! probe (the daemon's ingest and keyframe stages, the tiny CLIP model under tract) → a head
 //! file → the daemon scoring windows with it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::*;
 use cliptag::classify::{softmax, LearnedLabels, ProbeHead};
 use cliptag::store::Store;
-use common::*;
 
 fn tune(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cliptag-tune"))
@@ -451,7 +449,7 @@ fn finetune_trains_checkpoints_and_resumes() {
 #[test]
 fn export_writes_a_model_the_daemon_loads_with_transformers_embeddings() {
     use cliptag::clip::ClipModel;
-    use cliptag::config::ModelVariant;
+    use cliptag::clip::ModelVariant;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("exported");
     let o = tune(&[
@@ -495,7 +493,7 @@ fn export_writes_a_model_the_daemon_loads_with_transformers_embeddings() {
     }
     // `model check` accepts it as it accepts downloaded models.
     let check = cliptag()
-        .args(["model", "check", out.to_str().unwrap()])
+        .args(["model", "check", "--model", out.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", text(&check.stderr));
@@ -528,7 +526,7 @@ fn export_writes_a_model_the_daemon_loads_with_transformers_embeddings() {
             < size(out.join("onnx/text_model.onnx"))
     );
     let check = cliptag()
-        .args(["model", "check", small.to_str().unwrap()])
+        .args(["model", "check", "--model", small.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", text(&check.stderr));
@@ -634,7 +632,7 @@ fn openai_shaped_config_pools_where_transformers_does() {
     let o = tune(&["export", model.to_str().unwrap(), out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let exported =
-        cliptag::clip::ClipModel::load(&out, cliptag::config::ModelVariant::Fp32, 1).unwrap();
+        cliptag::clip::ClipModel::load(&out, cliptag::clip::ModelVariant::Fp32, 1).unwrap();
     let texts: Vec<String> = captions
         .iter()
         .map(|c| c["text"].as_str().unwrap().to_string())
@@ -700,7 +698,7 @@ fn finetune_from_an_openai_shaped_config_exports_what_it_trained() {
     let o = tune(&["export", out.to_str().unwrap(), exported.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let onnx =
-        cliptag::clip::ClipModel::load(&exported, cliptag::config::ModelVariant::Fp32, 1).unwrap();
+        cliptag::clip::ClipModel::load(&exported, cliptag::clip::ModelVariant::Fp32, 1).unwrap();
     let texts: Vec<String> = [
         "a photo of a ball.",
         "snow",

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cliptag::classify::{expand_labels, Aggregation, LearnedLabels, ProbeHead};
-use cliptag::clip::{ClipModel, LoadOptions, TextTower};
-use cliptag::config::{ClassifyConfig, Config, ModelVariant};
+use cliptag::classify::{expand_labels, ClassifyConfig, LearnedLabels, ProbeHead};
+use cliptag::clip::{ClipModel, ModelSettings, ModelVariant, TextTower};
+use cliptag::config::Config;
+use cliptag::keyframes::{Aggregation, KeyframeConfig};
 use cliptag::tune::eval::{cosine_scores, evaluate, head_scores, Evaluation};
 use cliptag::tune::export::Precisions;
 use cliptag::tune::finetune::{FinetuneSettings, TrainingDevice, TrainingSetup, TrainingVideo};
@@ -227,10 +228,7 @@ impl DataArgs {
         let (model, settings, classify) = match (&self.source.config, &self.source.model) {
             (Some(path), _) => {
                 let config = Config::load(path)?;
-                let model = ClipModel::load_with(
-                    &config.model.dir,
-                    &LoadOptions::from_config(&config.model, TextTower::WhenNeeded),
-                )?;
+                let model = ClipModel::load_with(&config.model, TextTower::WhenNeeded)?;
                 let settings = EmbedSettings {
                     sampling: config.sampling,
                     keyframes: config.keyframes.clone(),
@@ -238,11 +236,10 @@ impl DataArgs {
                 (model, settings, config.classify)
             }
             (None, Some(dir)) => {
-                let options = LoadOptions {
-                    text_tower: TextTower::WhenNeeded,
-                    ..LoadOptions::cpu(ModelVariant::Auto, 0)
-                };
-                let model = ClipModel::load_with(dir, &options)?;
+                let model = ClipModel::load_with(
+                    &ModelSettings::cpu(dir, ModelVariant::Auto, 0),
+                    TextTower::WhenNeeded,
+                )?;
                 (model, EmbedSettings::default(), ClassifyConfig::default())
             }
             (None, None) => anyhow::bail!("give --config or --model"),
@@ -348,7 +345,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let embed = EmbedSettings {
                 sampling: cliptag::ingest::Sampling::Fps(fps),
-                keyframes: cliptag::config::KeyframeConfig {
+                keyframes: KeyframeConfig {
                     k: keyframes.max(1),
                     ..Default::default()
                 },

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{hash_files, ClipError, ClipModel, GraphInfo, LoadOptions, TextTower};
+use super::{hash_files, ClipError, ClipModel, GraphInfo, ModelSettings, TextTower};
 use crate::ingest::RgbImage;
 
 pub struct FileReport {
@@ -22,14 +22,8 @@ pub struct CheckReport {
 }
 
 /// Load, describe and self-test a model directory.
-pub fn check_model(dir: &Path, load: &LoadOptions) -> Result<CheckReport, ClipError> {
-    let model = ClipModel::load_with(
-        dir,
-        &LoadOptions {
-            text_tower: TextTower::Now,
-            ..*load
-        },
-    )?;
+pub fn check_model(settings: &ModelSettings) -> Result<CheckReport, ClipError> {
+    let model = ClipModel::load_with(settings, TextTower::Now)?;
     let mut files = Vec::new();
     for path in model.spec.files() {
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

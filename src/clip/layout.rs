@@ -11,8 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::options::ModelVariant;
 use super::{ClipError, PreprocessConfig};
-use crate::config::ModelVariant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -18,6 +18,7 @@ pub mod flinear;
 pub mod fold;
 pub mod int8_export;
 mod layout;
+pub mod options;
 mod preprocess;
 pub mod qlinear;
 pub mod quantize;
@@ -25,6 +26,7 @@ mod simd;
 #[cfg(test)]
 mod test_support;
 mod tokenizer;
+mod window_pixels;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -40,12 +42,13 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 pub use device::Device;
 pub use layout::{detect, locate, Layout, ModelSpec};
+pub use options::{DeviceChoice, LayoutChoice, ModelSettings, ModelVariant};
 pub use preprocess::{
     center_crop, preprocess, resize, CropRounding, Filter, PreprocessConfig, ResizeMode,
 };
 pub use tokenizer::{open_clip_clean, ClipTokenizer, TextCleaning};
+pub use window_pixels::{super_image, window_pixels};
 
-use crate::config::{DeviceChoice, ModelVariant};
 use crate::Disposition;
 
 /// Largest batch handed to tract at once; bigger requests are split.
@@ -609,42 +612,6 @@ pub struct ClipModel {
     pub device: Device,
 }
 
-/// How to load a model directory.
-#[derive(Debug, Clone, Copy)]
-pub struct LoadOptions {
-    pub variant: ModelVariant,
-    /// None: detect from the directory.
-    pub layout: Option<Layout>,
-    /// Inference threads on the CPU (0 = all cores).
-    pub threads: usize,
-    pub device: DeviceChoice,
-    pub text_tower: TextTower,
-}
-
-impl LoadOptions {
-    /// Both towers now, on the CPU, layout detected.
-    pub fn cpu(variant: ModelVariant, threads: usize) -> LoadOptions {
-        LoadOptions {
-            variant,
-            layout: None,
-            threads,
-            device: DeviceChoice::Cpu,
-            text_tower: TextTower::Now,
-        }
-    }
-
-    /// What a config's `[model]` table asks for.
-    pub fn from_config(model: &crate::config::ModelConfig, text_tower: TextTower) -> LoadOptions {
-        LoadOptions {
-            variant: model.variant,
-            layout: model.layout,
-            threads: model.threads,
-            device: model.device,
-            text_tower,
-        }
-    }
-}
-
 /// When `ClipModel::load_with` loads the text tower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextTower {
@@ -810,14 +777,22 @@ pub fn model_id(
 impl ClipModel {
     /// Load a model directory on the CPU, detecting its layout.
     pub fn load(dir: &Path, variant: ModelVariant, threads: usize) -> Result<ClipModel, ClipError> {
-        ClipModel::load_with(dir, &LoadOptions::cpu(variant, threads))
+        ClipModel::load_with(&ModelSettings::cpu(dir, variant, threads), TextTower::Now)
     }
 
-    pub fn load_with(dir: &Path, load: &LoadOptions) -> Result<ClipModel, ClipError> {
+    /// Load the model `settings` name; `text_tower` says when its text tower loads.
+    pub fn load_with(
+        settings: &ModelSettings,
+        text_tower: TextTower,
+    ) -> Result<ClipModel, ClipError> {
         let started = Instant::now();
-        let device = device::resolve(load.device)?;
-        let spec = locate(dir, device.variant(load.variant), load.layout)?;
-        let text_tower = load.text_tower;
+        let dir = settings.dir.as_path();
+        let device = device::resolve(settings.device)?;
+        let spec = locate(
+            dir,
+            device.variant(settings.variant),
+            settings.layout.forced(),
+        )?;
         let tokenizer = ClipTokenizer::from_file(
             &spec.tokenizer,
             spec.context_length,
@@ -829,7 +804,7 @@ impl ClipModel {
             reason,
         })?;
 
-        let options = run_options(load.threads);
+        let options = run_options(settings.threads);
         let half = spec.variant == ModelVariant::Fp16;
         let (h, w) = spec.preprocess.output_size();
         let (image_input, _) = spec.layout.input_names();

@@ -7,265 +7,32 @@
 //! - Live sources (cameras, network streams) are never given up on: every failure, and every
 //!   end of stream, backs off exponentially with jitter up to a cap, then reconnects. Files
 //!   end when they end (or start over with `loop = true`); a broken file fails once.
-//! - Paced sources never wait for inference: a window that finds the queue full is dropped
-//!   and its frames counted, so a slow CLIP stage costs coverage, not memory.
-//! - Time comes from a [`Clock`] so backoff and wall-clock stamps are testable without waiting.
+//! - A window's fate is decided before any pixel of it is preprocessed, in this order: a
+//!   window showing the scene of the source's last embedded window goes on as
+//!   "unchanged" (no pixels; inference reuses that embedding); a paced source's window
+//!   that finds the queue full is dropped and its frames counted, so a slow CLIP stage
+//!   costs coverage, not memory nor preprocessing; only then are its keyframes turned
+//!   into CLIP's input (`clip::window_pixels`).
+//! - Time comes from a [`Clock`] so backoff and wall-clock stamps are testable without
+//!   waiting; a window's wall time is stamped here, from that clock, when it is cut.
 //! - State lives in a shared [`StatusBoard`]; the daemon copies it to SQLite and systemd.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 
-use crate::clip::PreprocessConfig;
-use crate::config::{mask_uri, DaemonConfig, KeyframeConfig, RtspTransport, SourceConfig};
-use crate::ingest::{FrameSource, GstSource, IngestError, OpenOptions, Sampling};
-use crate::keyframes::{Window, Windower};
-
-use super::tagger::{job_from_window, selector_for, WindowJob};
-
-/// Wall-clock time and sleeping, behind a trait so tests need no waiting.
-pub trait Clock: Send + Sync {
-    /// Unix seconds.
-    fn now(&self) -> f64;
-    /// Sleep up to `duration`, returning early (false) once `stop` is set.
-    fn sleep(&self, duration: Duration, stop: &AtomicBool) -> bool;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> f64 {
-        super::now_unix()
-    }
-
-    fn sleep(&self, duration: Duration, stop: &AtomicBool) -> bool {
-        let deadline = Instant::now() + duration;
-        loop {
-            if stop.load(Ordering::SeqCst) {
-                return false;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
-        }
-    }
-}
-
-/// Exponential backoff with "equal jitter": half the delay is fixed, half random, so many
-/// cameras that dropped together (a switch reboot) do not reconnect in lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    failures: u32,
-    rng: u64,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration, seed: u64) -> Backoff {
-        Backoff {
-            initial,
-            max: max.max(initial),
-            failures: 0,
-            rng: seed,
-        }
-    }
-
-    /// The delay before the next attempt; each call counts one more failure.
-    pub fn next_delay(&mut self) -> Duration {
-        let exponent = self.failures.min(30);
-        self.failures = self.failures.saturating_add(1);
-        let base = self
-            .initial
-            .saturating_mul(1u32 << exponent.min(31))
-            .min(self.max);
-        let half = base / 2;
-        half + half.mul_f64(self.random_unit())
-    }
-
-    /// A source that delivered frames again starts over from the initial delay.
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    fn random_unit(&mut self) -> f64 {
-        // SplitMix64: tiny, and good enough to spread reconnects.
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// What a source is doing now.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceState {
-    Connecting,
-    Streaming,
-    BackingOff {
-        until: f64,
-    },
-    /// Given up (a broken file, an unknown URI scheme); the reason says why.
-    Failed,
-    /// A file that reached its end.
-    Finished,
-    Stopped,
-}
-
-impl SourceState {
-    pub fn label(&self) -> &'static str {
-        match self {
-            SourceState::Connecting => "connecting",
-            SourceState::Streaming => "streaming",
-            SourceState::BackingOff { .. } => "backing off",
-            SourceState::Failed => "failed",
-            SourceState::Finished => "finished",
-            SourceState::Stopped => "stopped",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct SourceStatus {
-    pub name: String,
-    /// Credentials masked.
-    pub uri: String,
-    pub state: SourceState,
-    /// The last error, kept while backing off and after failing.
-    pub reason: Option<String>,
-    pub last_frame_time: Option<f64>,
-    pub frames: u64,
-    /// Frames GStreamer delivered that we had no room for, plus frames of windows dropped
-    /// because inference was behind.
-    pub frames_dropped: u64,
-    pub windows: u64,
-    pub windows_dropped: u64,
-    pub reconnects: u64,
-    /// Monotonic milliseconds of the source thread's last sign of life.
-    pub heartbeat_ms: u64,
-    /// The open pipeline's own sign of life: its reader loop stamps it while waiting for a
-    /// frame, so a camera sampled once a minute is not mistaken for a stuck thread.
-    pub activity: Option<Arc<AtomicU64>>,
-}
-
-impl SourceStatus {
-    /// How long since the source thread last showed it is not stuck.
-    pub fn silent_for(&self) -> Duration {
-        let last = self
-            .activity
-            .as_ref()
-            .map(|a| a.load(Ordering::Relaxed))
-            .unwrap_or(0)
-            .max(self.heartbeat_ms);
-        Duration::from_millis(monotonic_ms().saturating_sub(last))
-    }
-}
-
-/// Every source's status, shared by the source threads, the daemon loop and tests.
-#[derive(Debug, Clone, Default)]
-pub struct StatusBoard {
-    inner: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
-}
-
-impl StatusBoard {
-    pub fn register(&self, source: &SourceConfig) {
-        self.update_or_insert(&source.name, &source.uri, |_| {});
-    }
-
-    fn update_or_insert(&self, name: &str, uri: &str, f: impl FnOnce(&mut SourceStatus)) {
-        if let Ok(mut map) = self.inner.lock() {
-            let status = map.entry(name.to_string()).or_insert_with(|| SourceStatus {
-                name: name.to_string(),
-                uri: mask_uri(uri),
-                state: SourceState::Connecting,
-                reason: None,
-                last_frame_time: None,
-                frames: 0,
-                frames_dropped: 0,
-                windows: 0,
-                windows_dropped: 0,
-                reconnects: 0,
-                heartbeat_ms: monotonic_ms(),
-                activity: None,
-            });
-            status.heartbeat_ms = monotonic_ms();
-            f(status);
-        }
-    }
-
-    pub fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
-        if let Ok(mut map) = self.inner.lock() {
-            if let Some(status) = map.get_mut(name) {
-                status.heartbeat_ms = monotonic_ms();
-                f(status);
-            }
-        }
-    }
-
-    pub fn snapshot(&self) -> Vec<SourceStatus> {
-        self.inner
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    pub fn get(&self, name: &str) -> Option<SourceStatus> {
-        self.inner.lock().ok().and_then(|m| m.get(name).cloned())
-    }
-
-    /// One line for systemd's STATUS=: each source's state, and why when it is unhappy.
-    pub fn summary(&self) -> String {
-        self.snapshot()
-            .iter()
-            .map(|s| match (&s.state, &s.reason) {
-                (SourceState::Streaming, _) => {
-                    format!("{}: streaming ({} frames)", s.name, s.frames)
-                }
-                (state, Some(reason)) => format!("{}: {} ({})", s.name, state.label(), reason),
-                (state, None) => format!("{}: {}", s.name, state.label()),
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-pub use crate::monotonic_ms;
-
-/// Opens a source's pipeline; the real one is GStreamer, tests may script failures.
-pub trait SourceOpener: Send + Sync {
-    fn open(&self, source: &SourceConfig) -> Result<Box<dyn FrameSource>, IngestError>;
-}
-
-/// The GStreamer pipeline for a configured source.
-pub struct GstOpener {
-    pub sampling: Sampling,
-    pub stall_timeout: Duration,
-}
-
-impl SourceOpener for GstOpener {
-    fn open(&self, source: &SourceConfig) -> Result<Box<dyn FrameSource>, IngestError> {
-        let options = OpenOptions {
-            sampling: self.sampling,
-            live: source.paced(),
-            realtime: source.realtime,
-            rtsp_tcp: source.transport == RtspTransport::Tcp,
-            stall_timeout: self.stall_timeout,
-            buffer_frames: 4,
-        };
-        Ok(Box::new(GstSource::open_with(
-            &source.name,
-            &source.uri,
-            options,
-        )?))
-    }
-}
+use super::backoff::Backoff;
+use super::opener::SourceOpener;
+use super::report::Progress;
+use super::settings::DaemonConfig;
+use super::status::{SourceState, StatusBoard};
+use super::tagger::{WindowContent, WindowJob};
+use crate::clip::{window_pixels, PreprocessConfig};
+use crate::clock::Clock;
+use crate::ingest::{IngestError, SourceConfig};
+use crate::keyframes::{KeyframeConfig, LastScene, Window, Windower};
 
 /// What one attempt hands to the next.
 #[derive(Debug, Clone, Default)]
@@ -305,7 +72,7 @@ pub struct SourceRunner {
     pub jobs: Sender<WindowJob>,
     /// Set on shutdown: stop taking frames.
     pub stop: Arc<AtomicBool>,
-    pub progress: Arc<dyn super::Progress>,
+    pub progress: Arc<dyn Progress>,
 }
 
 impl SourceRunner {
@@ -407,7 +174,9 @@ impl SourceRunner {
         };
         self.progress
             .source_started(&self.source.name, frames.duration());
-        let mut windower = Windower::new(self.window, selector_for(&self.keyframes));
+        let mut windower = Windower::new(self.window, self.keyframes.selector());
+        // A new connection may show another scene, so it starts without a reference.
+        let mut last_scene = LastScene::default();
         // Live streams restart their timestamps at every connection; stamping their
         // windows with wall-clock time keeps segments of different connections apart and
         // aligns windows to the clock.
@@ -454,7 +223,7 @@ impl SourceRunner {
                     reported_drops = dropped_now;
                     if let Some(window) = windower.push(frame) {
                         live_end = live_end.max(window.end);
-                        if !self.send(window) {
+                        if !self.send(window, &mut last_scene) {
                             break Attempt::Stopped;
                         }
                     }
@@ -463,7 +232,7 @@ impl SourceRunner {
                     let end = frames.duration().map(|d| d + time_base.unwrap_or(0.0));
                     if let Some(window) = windower.finish(end) {
                         live_end = live_end.max(window.end);
-                        self.send(window);
+                        self.send(window, &mut last_scene);
                     }
                     break Attempt::Ended {
                         note: frames.warnings().last().cloned(),
@@ -490,94 +259,75 @@ impl SourceRunner {
         outcome
     }
 
-    /// Hand a window to inference. Paced sources drop it when the queue is full; files
-    /// wait, checking for shutdown. Returns false when inference is gone.
-    fn send(&self, window: Window) -> bool {
-        let sampled = window.sampled as u64;
-        let end = window.end;
-        let job = job_from_window(
-            &self.source.name,
-            &self.source.uri,
-            window,
-            &self.recipe,
-            self.keyframes.aggregate,
-        );
-        if self.source.paced() {
-            return match self.jobs.try_send(job) {
-                Ok(()) => {
-                    self.window_sent(end);
-                    true
-                }
-                Err(crossbeam_channel::TrySendError::Full(_)) => {
-                    self.board.update(&self.source.name, |s| {
-                        s.windows_dropped += 1;
-                        s.frames_dropped += sampled;
-                    });
-                    tracing::debug!(source = %self.source.name, "inference is behind: window dropped");
-                    true
-                }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
-            };
+    /// Decide a window's fate and hand it to inference (see the rules above). Paced sources
+    /// drop it when the queue is full; files wait, checking for shutdown. Returns false when
+    /// inference is gone.
+    fn send(&self, window: Window, last_scene: &mut LastScene) -> bool {
+        let unchanged = last_scene.unchanged(&self.keyframes, &window.features);
+        if self.source.paced() && self.jobs.is_full() {
+            self.window_dropped(&window);
+            return true;
         }
-        let mut job = job;
-        loop {
-            match self.jobs.send_timeout(job, Duration::from_millis(200)) {
-                Ok(()) => {
-                    self.window_sent(end);
+        let content = if unchanged {
+            WindowContent::Unchanged
+        } else {
+            WindowContent::Pixels(window_pixels(
+                &window.keyframe_images(),
+                self.keyframes.aggregate,
+                &self.recipe,
+            ))
+        };
+        let job = WindowJob::new(
+            &self.source.name,
+            self.source.location.shown(),
+            &window,
+            self.clock.now(),
+            content,
+        );
+        let end = window.end;
+        let sent = if self.source.paced() {
+            match self.jobs.try_send(job) {
+                Ok(()) => true,
+                // Filled up while this window was being preprocessed: rare, and the same
+                // outcome as finding it full.
+                Err(TrySendError::Full(_)) => {
+                    self.window_dropped(&window);
                     return true;
                 }
-                Err(SendTimeoutError::Timeout(j)) => {
-                    // Still alive, just waiting for inference.
-                    self.board.update(&self.source.name, |_| {});
-                    job = j;
-                }
-                Err(SendTimeoutError::Disconnected(_)) => return false,
+                Err(TrySendError::Disconnected(_)) => return false,
             }
+        } else {
+            let mut job = job;
+            loop {
+                match self.jobs.send_timeout(job, Duration::from_millis(200)) {
+                    Ok(()) => break true,
+                    Err(SendTimeoutError::Timeout(j)) => {
+                        // Still alive, just waiting for inference.
+                        self.board.update(&self.source.name, |_| {});
+                        job = j;
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => return false,
+                }
+            }
+        };
+        if sent && !unchanged {
+            last_scene.remember(window.features);
         }
+        self.window_sent(end);
+        true
+    }
+
+    fn window_dropped(&self, window: &Window) {
+        let sampled = window.sampled as u64;
+        self.board.update(&self.source.name, |s| {
+            s.windows_dropped += 1;
+            s.frames_dropped += sampled;
+        });
+        tracing::debug!(source = %self.source.name, "inference is behind: window dropped");
     }
 
     fn window_sent(&self, end: f64) {
         self.board.update(&self.source.name, |s| s.windows += 1);
         self.progress.window_done(&self.source.name, end);
-    }
-}
-
-/// Counter of windows the inference stage finished, shared with the daemon loop.
-#[derive(Debug, Default)]
-pub struct StageBeat {
-    last_ms: AtomicU64,
-}
-
-impl StageBeat {
-    pub fn beat(&self) {
-        self.last_ms.store(monotonic_ms(), Ordering::Relaxed);
-    }
-
-    pub fn age(&self) -> Duration {
-        Duration::from_millis(monotonic_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8), 7);
-        let delays: Vec<f64> = (0..8).map(|_| b.next_delay().as_secs_f64()).collect();
-        let bases = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0];
-        for (d, base) in delays.iter().zip(bases) {
-            assert!(*d >= base / 2.0 && *d <= base, "{delays:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_secs(1));
-    }
-
-    #[test]
-    fn backoff_jitter_differs_between_sources() {
-        let mut a = Backoff::new(Duration::from_secs(10), Duration::from_secs(60), 1);
-        let mut b = Backoff::new(Duration::from_secs(10), Duration::from_secs(60), 2);
-        assert_ne!(a.next_delay(), b.next_delay());
     }
 }

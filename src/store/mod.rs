@@ -31,6 +31,7 @@
 //! - **Source states are upserted, not logged**: one row per source, the
 //!   latest word on it, so status is one small read from any process.
 
+mod ops;
 mod read;
 mod retention;
 mod schema;
@@ -43,11 +44,9 @@ use serde::Serialize;
 use crate::Disposition;
 
 pub use read::Store;
+pub use retention::{Retention, RetentionReport, RetentionSection};
 pub use schema::SCHEMA_VERSION;
-pub use writer::{
-    Retention, RetentionReport, StoreWriter, WriterOptions, WriterStats, MAX_BATCH_OPS,
-    MAX_BATCH_WAIT,
-};
+pub use writer::{StoreWriter, WriterOptions, WriterStats, MAX_BATCH_OPS, MAX_BATCH_WAIT};
 
 /// The values [`SourceStateRecord::state`] may take; the writer refuses
 /// others, so a typo in the daemon shows up as an error, not as a state

@@ -20,11 +20,76 @@
 //!   to the filesystem.
 
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, Params, TransactionBehavior};
+use serde::Deserialize;
 
-use super::writer::{Retention, RetentionReport};
 use super::StoreError;
+use crate::settings::{Invalid, Setting};
+
+/// What retention keeps; `None` does not limit. The default keeps everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Retention {
+    /// Delete segments whose `wall_time` is older than this.
+    pub max_age: Option<Duration>,
+    /// Delete the oldest segments until the pages in use fit in this many
+    /// bytes (the WAL not counted; it is checkpointed away afterwards).
+    pub max_db_bytes: Option<u64>,
+}
+
+impl Retention {
+    pub fn limits_anything(&self) -> bool {
+        self.max_age.is_some() || self.max_db_bytes.is_some()
+    }
+}
+
+/// What one retention run did. Sizes are pages in use × page size, the
+/// measure `max_db_bytes` is compared with; once the run has vacuumed and
+/// checkpointed, `bytes_after` is also the size of the file on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RetentionReport {
+    pub segments_deleted: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// The `[retention]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    days: Option<Setting<f64>>,
+    max_db_mb: Option<Setting<u64>>,
+}
+
+impl RetentionSection {
+    /// Keeps everything unless told otherwise.
+    pub fn validate(&self) -> Result<Retention, Invalid> {
+        let mut retention = Retention::default();
+        if let Some(d) = &self.days {
+            let v = *d.get();
+            if !(v.is_finite() && v > 0.0 && v < 100_000.0) {
+                return Err(Invalid::at(
+                    "retention.days",
+                    d,
+                    format!("expected a positive number of days, got {v}"),
+                ));
+            }
+            retention.max_age = Some(Duration::from_secs_f64(v * 86_400.0));
+        }
+        if let Some(m) = &self.max_db_mb {
+            if *m.get() == 0 {
+                return Err(Invalid::at(
+                    "retention.max_db_mb",
+                    m,
+                    "expected a positive size in MB",
+                ));
+            }
+            retention.max_db_bytes = Some(m.get() * 1024 * 1024);
+        }
+        Ok(retention)
+    }
+}
 
 /// Rows per age-retention transaction: a few MB of WAL with 512-float embeddings.
 const AGE_CHUNK: u64 = 2000;

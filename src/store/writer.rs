@@ -1,17 +1,21 @@
-//! The single writer thread, and the retention it runs between batches.
+//! The single writer thread: ops queued from any thread, gathered into batched
+//! transactions (one savepoint per op), and the retention it runs between batches.
+//!
+//! What each op does in SQL is in `ops.rs`; what retention deletes is in `retention.rs`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
+use super::ops::{apply, Op};
+use super::retention::{self, Retention, RetentionReport};
 use super::schema::{self, OpenMode};
-use super::{
-    f32s_to_blob, retention, LabelRecord, ModelRecord, NewSegment, SourceStateRecord, StoreError,
-    SOURCE_STATES,
-};
+use super::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord, StoreError};
+use crate::clock::{Clock, SystemClock};
 
 /// Most ops grouped into one transaction: bounds how long the write lock is
 /// held and how much one failed commit can take down with it.
@@ -37,31 +41,17 @@ pub struct WriterStats {
     pub failed_ops: u64,
 }
 
-/// What retention keeps; `None` does not limit. The default keeps everything.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Retention {
-    /// Delete segments whose `wall_time` is older than this.
-    pub max_age: Option<Duration>,
-    /// Delete the oldest segments until the pages in use fit in this many
-    /// bytes (the WAL not counted; it is checkpointed away afterwards).
-    pub max_db_bytes: Option<u64>,
-}
-
-impl Retention {
-    fn limits_anything(&self) -> bool {
-        self.max_age.is_some() || self.max_db_bytes.is_some()
-    }
-}
-
 /// How [`StoreWriter::spawn_with`] sets the writer up; the default applies
 /// no retention.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WriterOptions {
     pub retention: Retention,
     /// How often the writer thread checks retention on its own, counted from
     /// start and from each [`StoreWriter::enforce_retention`]. Ignored
     /// (no periodic check) when `retention` limits nothing or this is zero.
     pub retention_interval: Duration,
+    /// The wall clock retention ages segments by and models are first seen at.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for WriterOptions {
@@ -69,32 +59,9 @@ impl Default for WriterOptions {
         WriterOptions {
             retention: Retention::default(),
             retention_interval: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
         }
     }
-}
-
-/// What one retention run did. Sizes are pages in use × page size, the
-/// measure `max_db_bytes` is compared with; once the run has vacuumed and
-/// checkpointed, `bytes_after` is also the size of the file on disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct RetentionReport {
-    pub segments_deleted: u64,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-}
-
-enum Op {
-    RegisterModel(ModelRecord),
-    PutTextEmbeddings {
-        model_id: String,
-        items: Vec<(String, Vec<f32>)>,
-    },
-    SetLabels {
-        model_id: String,
-        labels: Vec<LabelRecord>,
-    },
-    WriteSegment(Box<NewSegment>),
-    PutSourceState(Box<SourceStateRecord>),
 }
 
 enum Msg {
@@ -376,12 +343,8 @@ impl Worker {
     /// Errors are logged only: retention failing (a busy database, say) must
     /// not stop ingest, and the next interval tries again.
     fn periodic_retention(&mut self) {
-        if let Err(e) = retention::apply(
-            &mut self.conn,
-            &self.path,
-            &self.options.retention,
-            unix_now(),
-        ) {
+        let now = self.options.clock.now();
+        if let Err(e) = retention::apply(&mut self.conn, &self.path, &self.options.retention, now) {
             tracing::error!(
                 path = %self.path.display(),
                 error = %e,
@@ -394,7 +357,8 @@ impl Worker {
     fn write_batch(&mut self, ops: &[Op]) {
         let mut attempt = 1;
         loop {
-            match try_batch(&mut self.conn, &self.path, ops) {
+            let now = self.options.clock.now();
+            match try_batch(&mut self.conn, &self.path, ops, now) {
                 Ok(outcome) => {
                     self.stats.transactions += 1;
                     self.stats.segments_written += outcome.segments;
@@ -433,7 +397,12 @@ impl Worker {
 /// One transaction for the batch, one savepoint per op: a bad op is rolled
 /// back alone and returned in the outcome; an `Err` means the whole batch
 /// is lost (nothing of it committed).
-fn try_batch(conn: &mut Connection, path: &Path, ops: &[Op]) -> Result<BatchOutcome, StoreError> {
+fn try_batch(
+    conn: &mut Connection,
+    path: &Path,
+    ops: &[Op],
+    now: f64,
+) -> Result<BatchOutcome, StoreError> {
     let n = ops.len();
     let batch_err =
         |what: &str, e| StoreError::sqlite(path, format!("{what} a batch of {n} writes"), e);
@@ -443,7 +412,7 @@ fn try_batch(conn: &mut Connection, path: &Path, ops: &[Op]) -> Result<BatchOutc
     let mut outcome = BatchOutcome::default();
     for op in ops {
         let sp = tx.savepoint().map_err(|e| batch_err("writing", e))?;
-        match apply(&sp, path, op) {
+        match apply(&sp, path, op, now) {
             Ok(()) => {
                 sp.commit().map_err(|e| batch_err("writing", e))?;
                 if matches!(op, Op::WriteSegment(_)) {
@@ -465,348 +434,4 @@ fn try_batch(conn: &mut Connection, path: &Path, ops: &[Op]) -> Result<BatchOutc
     }
     tx.commit().map_err(|e| batch_err("committing", e))?;
     Ok(outcome)
-}
-
-fn apply(conn: &Connection, path: &Path, op: &Op) -> Result<(), StoreError> {
-    match op {
-        Op::RegisterModel(m) => register_model(conn, path, m),
-        Op::PutTextEmbeddings { model_id, items } => {
-            put_text_embeddings(conn, path, model_id, items)
-        }
-        Op::SetLabels { model_id, labels } => set_labels(conn, path, model_id, labels),
-        Op::WriteSegment(s) => write_segment(conn, path, s),
-        Op::PutSourceState(s) => put_source_state(conn, path, s),
-    }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-fn register_model(conn: &Connection, path: &Path, m: &ModelRecord) -> Result<(), StoreError> {
-    let err = |e| StoreError::sqlite(path, format!("registering model {}", m.id), e);
-    if m.id.is_empty() || m.embedding_dim == 0 {
-        return Err(StoreError::bad_data(
-            path,
-            format!("model {:?} needs an id and a non-zero embedding_dim", m.id),
-        ));
-    }
-    if let Some(dim) = model_dim(conn, path, &m.id)? {
-        if dim != m.embedding_dim {
-            // Same content hash cannot change shape; the caller mis-measured.
-            return Err(StoreError::bad_data(
-                path,
-                format!(
-                    "model {} is registered with embedding_dim {dim}, not {}",
-                    m.id, m.embedding_dim
-                ),
-            ));
-        }
-    }
-    conn.prepare_cached(
-        "INSERT INTO models (id, path, embedding_dim, first_seen) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (id) DO UPDATE SET path = excluded.path",
-    )
-    .and_then(|mut st| st.execute(params![m.id, m.path, m.embedding_dim, unix_now()]))
-    .map_err(err)?;
-    Ok(())
-}
-
-fn model_dim(conn: &Connection, path: &Path, model_id: &str) -> Result<Option<usize>, StoreError> {
-    conn.prepare_cached("SELECT embedding_dim FROM models WHERE id = ?1")
-        .and_then(|mut st| st.query_row([model_id], |r| r.get(0)).optional())
-        .map_err(|e| StoreError::sqlite(path, format!("looking up model {model_id}"), e))
-}
-
-/// The model's embedding size; every embedding written under it must match,
-/// or cosine similarities against it would be meaningless.
-fn require_model(conn: &Connection, path: &Path, model_id: &str) -> Result<usize, StoreError> {
-    model_dim(conn, path, model_id)?.ok_or_else(|| StoreError::UnknownModel {
-        path: path.to_path_buf(),
-        model_id: model_id.to_owned(),
-    })
-}
-
-fn check_dim(
-    path: &Path,
-    what: impl FnOnce() -> String,
-    got: usize,
-    want: usize,
-) -> Result<(), StoreError> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(StoreError::bad_data(
-            path,
-            format!("{} has {got} dimensions, the model has {want}", what()),
-        ))
-    }
-}
-
-fn put_text_embeddings(
-    conn: &Connection,
-    path: &Path,
-    model_id: &str,
-    items: &[(String, Vec<f32>)],
-) -> Result<(), StoreError> {
-    let dim = require_model(conn, path, model_id)?;
-    for (text, v) in items {
-        check_dim(path, || format!("text embedding of {text:?}"), v.len(), dim)?;
-    }
-    let err = |e| {
-        StoreError::sqlite(
-            path,
-            format!("caching text embeddings for model {model_id}"),
-            e,
-        )
-    };
-    let mut st = conn
-        .prepare_cached(
-            "INSERT INTO text_embeddings (model_id, text, embedding) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (model_id, text) DO UPDATE SET embedding = excluded.embedding",
-        )
-        .map_err(err)?;
-    for (text, v) in items {
-        st.execute(params![model_id, text, f32s_to_blob(v)])
-            .map_err(err)?;
-    }
-    Ok(())
-}
-
-fn set_labels(
-    conn: &Connection,
-    path: &Path,
-    model_id: &str,
-    labels: &[LabelRecord],
-) -> Result<(), StoreError> {
-    let dim = require_model(conn, path, model_id)?;
-    for l in labels {
-        check_dim(
-            path,
-            || format!("label {:?}", l.text),
-            l.embedding.len(),
-            dim,
-        )?;
-    }
-    let err = |e| StoreError::sqlite(path, format!("setting labels of model {model_id}"), e);
-    conn.prepare_cached("UPDATE labels SET active = 0 WHERE model_id = ?1")
-        .and_then(|mut st| st.execute([model_id]))
-        .map_err(err)?;
-    let mut st = conn
-        .prepare_cached(
-            "INSERT INTO labels (model_id, text, prompts, embedding, active) \
-             VALUES (?1, ?2, ?3, ?4, 1) \
-             ON CONFLICT (model_id, text) DO UPDATE SET \
-             prompts = excluded.prompts, embedding = excluded.embedding, active = 1",
-        )
-        .map_err(err)?;
-    for l in labels {
-        let prompts = serde_json::to_string(&l.prompts).map_err(|e| {
-            StoreError::bad_data(path, format!("prompts of label {:?}: {e}", l.text))
-        })?;
-        st.execute(params![
-            model_id,
-            l.text,
-            prompts,
-            f32s_to_blob(&l.embedding)
-        ])
-        .map_err(err)?;
-    }
-    Ok(())
-}
-
-/// Everything that can be checked without writing, so the error names the
-/// problem instead of a constraint.
-fn validate_segment(path: &Path, s: &NewSegment, dim: usize) -> Result<(), StoreError> {
-    let bad = |what: String| {
-        Err(StoreError::bad_data(
-            path,
-            format!("segment {}@{}ms: {what}", s.source, s.start_ms),
-        ))
-    };
-    if s.source.is_empty() {
-        return bad("empty source name".into());
-    }
-    if s.end_ms < s.start_ms {
-        return bad(format!("ends at {}ms, before it starts", s.end_ms));
-    }
-    // SQLite stores NaN as NULL, which would then fail every read of the row.
-    if !s.wall_time.is_finite() {
-        return bad(format!("wall_time {}", s.wall_time));
-    }
-    check_dim(
-        path,
-        || format!("segment {}@{}ms embedding", s.source, s.start_ms),
-        s.embedding.len(),
-        dim,
-    )?;
-    let mut ranks: Vec<u32> = s.matches.iter().map(|m| m.rank).collect();
-    ranks.sort_unstable();
-    if ranks.windows(2).any(|w| w[0] == w[1]) || ranks.first() == Some(&0) {
-        return bad(format!(
-            "match ranks {ranks:?} are not distinct and 1-based"
-        ));
-    }
-    if let Some(m) = s
-        .matches
-        .iter()
-        .find(|m| !m.cosine.is_finite() || !m.probability.is_finite())
-    {
-        return bad(format!(
-            "match {:?} has cosine {} probability {}",
-            m.label, m.cosine, m.probability
-        ));
-    }
-    Ok(())
-}
-
-fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<(), StoreError> {
-    let dim = require_model(conn, path, &s.model_id)?;
-    validate_segment(path, s, dim)?;
-    let ctx = || format!("writing segment {}@{}ms", s.source, s.start_ms);
-    let err = |e| StoreError::sqlite(path, ctx(), e);
-
-    // Resolve every label before writing anything, so an unknown one fails
-    // the segment cleanly.
-    let mut label_ids = Vec::with_capacity(s.matches.len());
-    {
-        let mut st = conn
-            .prepare_cached("SELECT id FROM labels WHERE model_id = ?1 AND text = ?2")
-            .map_err(err)?;
-        for m in &s.matches {
-            let id: Option<i64> = st
-                .query_row(params![s.model_id, m.label], |r| r.get(0))
-                .optional()
-                .map_err(err)?;
-            match id {
-                Some(id) => label_ids.push(id),
-                None => {
-                    return Err(StoreError::UnknownLabel {
-                        path: path.to_path_buf(),
-                        model_id: s.model_id.clone(),
-                        label: m.label.clone(),
-                        source_name: s.source.clone(),
-                        start_ms: s.start_ms,
-                    })
-                }
-            }
-        }
-    }
-
-    let source_id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO sources (name, uri) VALUES (?1, ?2) \
-             ON CONFLICT (name) DO UPDATE SET uri = excluded.uri RETURNING id",
-        )
-        .and_then(|mut st| st.query_row(params![s.source, s.source_uri], |r| r.get(0)))
-        .map_err(err)?;
-
-    let keyframes = serde_json::to_string(&s.keyframes_ms)
-        .map_err(|e| StoreError::bad_data(path, format!("{}: keyframes: {e}", ctx())))?;
-    // An upsert rather than INSERT OR REPLACE keeps the row id stable across
-    // re-runs, so ids a user saw in earlier query output stay valid.
-    let segment_id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO segments (source_id, model_id, start_ms, end_ms, wall_time, \
-             frame_count, keyframes_ms, clip_calls, embedding) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-             ON CONFLICT (source_id, model_id, start_ms) DO UPDATE SET \
-             end_ms = excluded.end_ms, wall_time = excluded.wall_time, \
-             frame_count = excluded.frame_count, keyframes_ms = excluded.keyframes_ms, \
-             clip_calls = excluded.clip_calls, embedding = excluded.embedding \
-             RETURNING id",
-        )
-        .and_then(|mut st| {
-            st.query_row(
-                params![
-                    source_id,
-                    s.model_id,
-                    s.start_ms,
-                    s.end_ms,
-                    s.wall_time,
-                    s.frame_count,
-                    keyframes,
-                    s.clip_calls,
-                    f32s_to_blob(&s.embedding)
-                ],
-                |r| r.get(0),
-            )
-        })
-        .map_err(err)?;
-
-    conn.prepare_cached("DELETE FROM matches WHERE segment_id = ?1")
-        .and_then(|mut st| st.execute([segment_id]))
-        .map_err(err)?;
-    let mut st = conn
-        .prepare_cached(
-            "INSERT INTO matches (segment_id, label_id, rank, cosine, probability) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(err)?;
-    for (m, label_id) in s.matches.iter().zip(label_ids) {
-        st.execute(params![
-            segment_id,
-            label_id,
-            m.rank,
-            m.cosine,
-            m.probability
-        ])
-        .map_err(err)?;
-    }
-    Ok(())
-}
-
-fn put_source_state(
-    conn: &Connection,
-    path: &Path,
-    s: &SourceStateRecord,
-) -> Result<(), StoreError> {
-    let bad = |what: String| {
-        Err(StoreError::bad_data(
-            path,
-            format!("state of source {:?}: {what}", s.name),
-        ))
-    };
-    if s.name.is_empty() {
-        return bad("empty source name".into());
-    }
-    if !SOURCE_STATES.contains(&s.state.as_str()) {
-        return bad(format!("{:?} is not one of {SOURCE_STATES:?}", s.state));
-    }
-    // NaN would be stored as NULL: a violation for updated_at, a silent
-    // "never" for last_frame_time.
-    if !s.updated_at.is_finite() || s.last_frame_time.is_some_and(|t| !t.is_finite()) {
-        return bad(format!(
-            "updated_at {} last_frame_time {:?}",
-            s.updated_at, s.last_frame_time
-        ));
-    }
-    conn.prepare_cached(
-        "INSERT INTO source_states (name, uri, state, reason, last_frame_time, frames, \
-         frames_dropped, reconnects, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-         ON CONFLICT (name) DO UPDATE SET uri = excluded.uri, state = excluded.state, \
-         reason = excluded.reason, last_frame_time = excluded.last_frame_time, \
-         frames = excluded.frames, frames_dropped = excluded.frames_dropped, \
-         reconnects = excluded.reconnects, updated_at = excluded.updated_at",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            s.name,
-            s.uri,
-            s.state,
-            s.reason,
-            s.last_frame_time,
-            s.frames,
-            s.frames_dropped,
-            s.reconnects,
-            s.updated_at
-        ])
-    })
-    .map_err(|e| {
-        StoreError::sqlite(path, format!("writing the state of source {:?}", s.name), e)
-    })?;
-    Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! Rules:
 //! - A video is one window: every sampled frame goes to the configured keyframe selector,
-//!   the keyframes are preprocessed as the daemon does ([`job_from_window`]), and the video
+//!   the keyframes are preprocessed as the daemon does (`clip::window_pixels`), and the video
 //!   embedding is the re-normalised mean of the keyframe embeddings (paper 002's mean
 //!   pooling), or one grid image's embedding with `Aggregation::Grid`.
 //! - The cache key holds everything the embedding depends on: model id, sampling rate,
@@ -15,12 +15,10 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::TuneError;
-use crate::classify::{mean_embedding, Aggregation};
-use crate::clip::{ClipModel, PreprocessConfig};
-use crate::config::KeyframeConfig;
-use crate::daemon::tagger::{job_from_window, selector_for};
+use crate::classify::mean_embedding;
+use crate::clip::{window_pixels, ClipModel, PreprocessConfig};
 use crate::ingest::{FrameSource, GstSource, Sampling};
-use crate::keyframes::Windower;
+use crate::keyframes::{Aggregation, KeyframeConfig, Windower};
 
 /// How videos become embeddings; part of the cache key.
 #[derive(Debug, Clone)]
@@ -167,7 +165,7 @@ pub fn keyframe_pixels(
     // One window longer than any video: the whole clip is selected from at once.
     let mut windower = Windower::new(
         Duration::from_secs(366 * 86_400),
-        selector_for(&settings.keyframes),
+        settings.keyframes.selector(),
     );
     while let Some(frame) = source.next_frame().map_err(|e| video_err(e.to_string()))? {
         // A single window never closes early.
@@ -176,12 +174,9 @@ pub fn keyframe_pixels(
     let window = windower
         .finish(None)
         .ok_or_else(|| video_err("no frames decoded".into()))?;
-    let job = job_from_window(
-        &shown,
-        &location,
-        window,
-        recipe,
+    Ok(window_pixels(
+        &window.keyframe_images(),
         settings.keyframes.aggregate,
-    );
-    Ok(job.pixels)
+        recipe,
+    ))
 }

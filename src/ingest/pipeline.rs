@@ -1,20 +1,8 @@
-//! Ingest: decode a stream with GStreamer and hand out sampled frames as packed RGB.
+//! The GStreamer pipeline of one source: uridecodebin → (identity) → videoconvert →
+//! videoscale → appsink(RGB, square pixels), read by our own thread.
 //!
-//! Rules:
-//! - Sampling is decided by timestamps (or frame count) *before* colour conversion, in a pad
-//!   probe, so a 60 fps stream does not pay for converting frames nobody looks at.
-//! - Frames are copied out of appsink honouring the row stride, with square pixels (the
-//!   picture as a player displays it: anamorphic sources are rescaled, never cropped).
-//! - Times are segment *stream time* in seconds (0 at the start of a file, even when the
-//!   first buffer's PTS is not 0).
-//! - GStreamer errors become [`IngestError`]s naming the source and GStreamer's message.
-//! - Nothing heavy runs on a GStreamer streaming thread: appsink's callback only moves the
-//!   sample into a bounded channel that our thread reads.
-//! - Files wait for us (the channel blocks, which back-pressures the decoder); cameras never
-//!   do: when the channel is full a live frame is dropped and counted, so the decoder and
-//!   the network never stall behind a slow CLIP stage.
+//! Rules: see the stage's rules in `ingest/mod.rs`; this file is where they are kept.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,168 +13,12 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
-use crate::config::has_scheme;
-use crate::Disposition;
-
-/// A packed RGB8 picture: `data.len() == width * height * 3`, rows without padding.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    pub width: u32,
-    pub height: u32,
-    pub data: Vec<u8>,
-}
-
-impl std::fmt::Debug for RgbImage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RgbImage({}x{})", self.width, self.height)
-    }
-}
-
-impl RgbImage {
-    pub fn new(width: u32, height: u32, data: Vec<u8>) -> Option<RgbImage> {
-        (data.len() == width as usize * height as usize * 3).then_some(RgbImage {
-            width,
-            height,
-            data,
-        })
-    }
-}
-
-/// One sampled frame.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    /// Stream time in seconds.
-    pub pts: f64,
-    pub image: RgbImage,
-}
-
-/// How frames are picked from the decoded stream.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sampling {
-    /// A fixed rate by timestamps, whatever the stream's own rate is.
-    Fps(f64),
-    /// Every Nth decoded frame, counting from the first (paper 000 uses 50).
-    EveryNth(u32),
-}
-
-/// Pure sampling decision, fed one decoded frame at a time.
-#[derive(Debug, Clone)]
-pub struct Sampler {
-    sampling: Sampling,
-    seen: u64,
-    next_due: Option<f64>,
-}
-
-impl Sampler {
-    pub fn new(sampling: Sampling) -> Sampler {
-        Sampler {
-            sampling,
-            seen: 0,
-            next_due: None,
-        }
-    }
-
-    /// `pts`: stream time in seconds, when known.
-    pub fn take(&mut self, pts: Option<f64>) -> bool {
-        let index = self.seen;
-        self.seen += 1;
-        match self.sampling {
-            Sampling::EveryNth(n) => index.is_multiple_of(n as u64),
-            Sampling::Fps(fps) => {
-                let period = 1.0 / fps;
-                let Some(t) = pts else { return index == 0 };
-                // A millisecond of slack: 5 fps sources have timestamps like 0.99999 s.
-                let due = self.next_due.unwrap_or(t);
-                if t + 1e-3 < due {
-                    return false;
-                }
-                // Stay on the grid so rounding does not drift; after a gap of more than a
-                // period, restart the grid at this frame instead of emitting a burst.
-                let next = if t - due >= period {
-                    t + period
-                } else {
-                    due + period
-                };
-                self.next_due = Some(next);
-                true
-            }
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("GStreamer could not be initialised: {0}")]
-    Init(String),
-    #[error("source {source_name:?}: cannot open {uri}: {reason}")]
-    Open {
-        source_name: String,
-        uri: String,
-        reason: String,
-    },
-    #[error("source {source_name:?} ({uri}): {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Stream {
-        source_name: String,
-        /// Credentials masked.
-        uri: String,
-        message: String,
-        debug: Option<String>,
-        live: bool,
-    },
-    #[error("source {source_name:?}: {uri} has no video stream (audio or other data only)")]
-    NoVideo { source_name: String, uri: String },
-    #[error("source {source_name:?}: cannot read frame: {reason}")]
-    Frame { source_name: String, reason: String },
-}
-
-impl IngestError {
-    pub fn disposition(&self) -> Disposition {
-        match self {
-            IngestError::Init(_) => Disposition::Stop,
-            IngestError::Stream { live: true, .. } => Disposition::Retry,
-            _ => Disposition::Skip,
-        }
-    }
-}
-
-/// Anything that yields sampled frames: a camera, a file, or a test's synthetic frames.
-pub trait FrameSource {
-    fn name(&self) -> &str;
-    /// `Ok(None)` at the end of the stream.
-    fn next_frame(&mut self) -> Result<Option<Frame>, IngestError>;
-    /// Duration of the media if the container says (files), in seconds.
-    fn duration(&self) -> Option<f64> {
-        None
-    }
-    /// Things worth a warning that are not errors (a file that ends early).
-    fn warnings(&self) -> Vec<String> {
-        Vec::new()
-    }
-    /// Frames the source had to drop because they were not taken in time (live sources).
-    fn dropped(&self) -> u64 {
-        0
-    }
-    /// A [`crate::monotonic_ms`] stamp the source refreshes while it waits for frames, for
-    /// watchdogs that must tell a slow stream from a stuck thread.
-    fn activity(&self) -> Option<Arc<AtomicU64>> {
-        None
-    }
-}
-
-/// Turn what a user wrote (path or URI) into a URI GStreamer understands.
-pub fn to_uri(location: &str) -> Result<String, String> {
-    if has_scheme(location) {
-        return Ok(location.to_string());
-    }
-    let path = std::path::absolute(Path::new(location)).map_err(|e| e.to_string())?;
-    gst::glib::filename_to_uri(&path, None)
-        .map(|u| u.to_string())
-        .map_err(|e| e.to_string())
-}
-
-pub fn init() -> Result<(), IngestError> {
-    gst::init().map_err(|e| IngestError::Init(e.to_string()))
-}
+use super::image::{Frame, RgbImage};
+use super::sampling::{Sampler, Sampling};
+use super::source::FrameSource;
+use super::uri::{to_uri, Location};
+use super::{init, IngestError};
+use crate::clock::monotonic_ms;
 
 /// How a pipeline should treat its stream.
 #[derive(Debug, Clone)]
@@ -289,7 +121,7 @@ pub struct GstSource {
     frames_out: u64,
     finished: bool,
     warnings: Vec<String>,
-    /// Last decoded buffer, sampled or not ([`crate::monotonic_ms`]), written by the pad
+    /// Last decoded buffer, sampled or not ([`monotonic_ms`]), written by the pad
     /// probe: a stream sampled once a minute is not stalled between samples.
     decoded_at: Arc<AtomicU64>,
     /// Refreshed by our reader loop; see [`FrameSource::activity`].
@@ -306,29 +138,29 @@ pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from
 impl GstSource {
     /// `location`: a file path or a URI.
     pub fn open(name: &str, location: &str, sampling: Sampling) -> Result<GstSource, IngestError> {
-        GstSource::open_with(name, location, OpenOptions::file(sampling))
+        GstSource::open_with(name, &Location::new(location), OpenOptions::file(sampling))
     }
 
     pub fn open_with(
         name: &str,
-        location: &str,
+        location: &Location,
         options: OpenOptions,
     ) -> Result<GstSource, IngestError> {
         init()?;
         let sampling = options.sampling;
         let open_err = |reason: String| IngestError::Open {
             source_name: name.to_string(),
-            uri: crate::config::mask_uri(location),
+            uri: location.shown().to_string(),
             reason,
         };
-        if !has_scheme(location) {
-            let meta = std::fs::metadata(location)
+        if location.is_file_path() {
+            let meta = std::fs::metadata(location.secret())
                 .map_err(|e| open_err(format!("file not readable: {e}")))?;
             if !meta.is_file() {
                 return Err(open_err("not a regular file".into()));
             }
         }
-        let uri = to_uri(location).map_err(open_err)?;
+        let uri = to_uri(location.secret()).map_err(open_err)?;
 
         let pipeline = gst::Pipeline::with_name(&format!("cliptag-{name}"));
         let make = |factory: &str| {
@@ -416,7 +248,7 @@ impl GstSource {
         };
 
         let sampler = Mutex::new(Sampler::new(sampling));
-        let decoded_at = Arc::new(AtomicU64::new(crate::monotonic_ms()));
+        let decoded_at = Arc::new(AtomicU64::new(monotonic_ms()));
         let decoded_stamp = decoded_at.clone();
         let convert_sink = convert
             .static_pad("sink")
@@ -425,7 +257,7 @@ impl GstSource {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
-            decoded_stamp.store(crate::monotonic_ms(), Ordering::Relaxed);
+            decoded_stamp.store(monotonic_ms(), Ordering::Relaxed);
             let pts = stream_time_of(pad, buffer.pts());
             let take = sampler.lock().map(|mut s| s.take(pts)).unwrap_or(true);
             if take {
@@ -493,13 +325,15 @@ impl GstSource {
             .ok_or_else(|| open_err("pipeline has no bus".into()))?;
         let mut source = GstSource {
             name: name.to_string(),
-            uri: crate::config::mask_uri(location),
+            uri: location.shown().to_string(),
             live: options.live,
             pipeline,
             appsink,
             samples: Some(samples),
             dropped,
-            secret: crate::config::uri_password(location).map(|p| (location.to_string(), p)),
+            secret: location
+                .password()
+                .map(|p| (location.secret().to_string(), p)),
             bus,
             no_video,
             video_pads,
@@ -507,7 +341,7 @@ impl GstSource {
             frames_out: 0,
             finished: false,
             decoded_at,
-            alive_at: Arc::new(AtomicU64::new(crate::monotonic_ms())),
+            alive_at: Arc::new(AtomicU64::new(monotonic_ms())),
             stall_timeout: options.stall_timeout,
             warnings: Vec::new(),
         };
@@ -677,7 +511,7 @@ impl FrameSource for GstSource {
         // A stall is time spent waiting here with nothing decoded. A caller that was busy
         // between frames (a batch of slow inference) held the pipeline back through the
         // appsink's queue, which is not the stream's fault.
-        let waiting_since = crate::monotonic_ms();
+        let waiting_since = monotonic_ms();
         loop {
             if self.finished {
                 return Ok(None);
@@ -693,7 +527,7 @@ impl FrameSource for GstSource {
                     uri: self.uri.clone(),
                 });
             }
-            let now = crate::monotonic_ms();
+            let now = monotonic_ms();
             self.alive_at.store(now, Ordering::Relaxed);
             let last_progress = self.decoded_at.load(Ordering::Relaxed).max(waiting_since);
             if now.saturating_sub(last_progress) > self.stall_timeout.as_millis() as u64 {
@@ -717,8 +551,7 @@ impl FrameSource for GstSource {
                 Err(_) => None,
             };
             if let Some(sample) = sample {
-                self.decoded_at
-                    .fetch_max(crate::monotonic_ms(), Ordering::Relaxed);
+                self.decoded_at.fetch_max(monotonic_ms(), Ordering::Relaxed);
                 let frame = self.frame_from_sample(&sample)?;
                 self.last_pts = Some(frame.pts);
                 self.frames_out += 1;
@@ -758,45 +591,5 @@ impl FrameSource for GstSource {
 impl Drop for GstSource {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn picks(sampling: Sampling, times: impl Iterator<Item = f64>) -> Vec<f64> {
-        let mut s = Sampler::new(sampling);
-        times.filter(|t| s.take(Some(*t))).collect()
-    }
-
-    #[test]
-    fn fps_sampling_follows_timestamps_not_frame_rate() {
-        // 5 fps MJPEG and 59.94 fps H.264 both give one frame a second over 10 s.
-        let mjpeg = picks(Sampling::Fps(1.0), (0..50).map(|i| i as f64 * 0.2));
-        assert_eq!(mjpeg.len(), 10);
-        let ntsc = picks(
-            Sampling::Fps(1.0),
-            (0..600).map(|i| i as f64 * 1001.0 / 60000.0),
-        );
-        assert_eq!(ntsc.len(), 10);
-        for (i, t) in ntsc.iter().enumerate() {
-            assert!((t - i as f64).abs() < 1001.0 / 60000.0, "{t}");
-        }
-    }
-
-    #[test]
-    fn fps_sampling_starts_at_first_frame_and_skips_gaps() {
-        let got = picks(
-            Sampling::Fps(2.0),
-            [0.08, 0.3, 0.6, 5.0, 5.2, 5.6].into_iter(),
-        );
-        assert_eq!(got, vec![0.08, 0.6, 5.0, 5.6]);
-    }
-
-    #[test]
-    fn every_nth_counts_frames() {
-        let got = picks(Sampling::EveryNth(50), (0..200).map(|i| i as f64));
-        assert_eq!(got, vec![0.0, 50.0, 100.0, 150.0]);
     }
 }

@@ -1,0 +1,70 @@
+//! What a run tells its caller: per-source outcomes, and progress as it happens.
+
+use super::status::{SourceState, SourceStatus};
+
+/// Options of a run that are not part of the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Accept a database holding segments of another model.
+    pub new_model_generation: bool,
+}
+
+/// What happened to one source.
+#[derive(Debug, Clone, Default)]
+pub struct SourceReport {
+    pub name: String,
+    /// Windows written to the database.
+    pub windows: u64,
+    pub frames: u64,
+    pub frames_dropped: u64,
+    pub reconnects: u64,
+    /// The source's last state ("finished", "failed", "stopped", ...).
+    pub state: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub model_id: String,
+    pub labels: usize,
+    pub prompts_encoded: usize,
+    pub sources: Vec<SourceReport>,
+    /// Ended by SIGTERM/SIGINT rather than by every source ending.
+    pub stopped_by_signal: bool,
+    /// Windows still queued when the shutdown deadline passed.
+    pub abandoned_windows: u64,
+    /// Windows CLIP failed on (logged; the source carried on).
+    pub failed_windows: u64,
+}
+
+impl RunReport {
+    pub fn anything_processed(&self) -> bool {
+        self.sources.iter().any(|s| s.windows > 0)
+    }
+}
+
+/// Progress callbacks, so the binary can draw a bar without the library knowing about TTYs.
+pub trait Progress: Send + Sync {
+    fn source_started(&self, _name: &str, _duration: Option<f64>) {}
+    fn window_done(&self, _source: &str, _end: f64) {}
+    fn source_finished(&self, _report: &SourceReport) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// A source's status as its report line.
+pub(super) fn report_of(status: &SourceStatus) -> SourceReport {
+    SourceReport {
+        name: status.name.clone(),
+        windows: status.windows,
+        frames: status.frames,
+        frames_dropped: status.frames_dropped,
+        reconnects: status.reconnects,
+        state: status.state.label().to_string(),
+        error: match status.state {
+            SourceState::Failed => status.reason.clone(),
+            _ => None,
+        },
+    }
+}

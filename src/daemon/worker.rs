@@ -1,0 +1,144 @@
+//! The inference thread: windows from every source in, batched into CLIP calls, segments
+//! out to the writer; label reloads on request, between batches.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+
+use super::error::RunError;
+use super::labels::prepare_labels;
+use super::status::StageBeat;
+use super::tagger::{Tagger, WindowJob};
+use crate::classify::ClassifyConfig;
+use crate::clip::{ClipModel, MAX_BATCH};
+use crate::store::{Store, StoreWriter};
+
+/// What the inference thread reports when it ends.
+#[derive(Debug, Default)]
+pub(super) struct InferenceOutcome {
+    /// Segments written, per source.
+    pub written: HashMap<String, u64>,
+    /// Windows CLIP failed on (logged; the source carried on).
+    pub failed_windows: u64,
+    /// Windows still queued when the shutdown deadline passed.
+    pub abandoned: u64,
+    /// What stopped the thread early, if anything did.
+    pub fatal: Option<RunError>,
+}
+
+pub(super) enum WorkerControl {
+    Reload { classify: ClassifyConfig },
+}
+
+/// The inference thread: windows in, segments to the writer; label reloads on request.
+pub(super) struct InferenceWorker {
+    pub tagger: Tagger<ClipModel>,
+    pub store: Store,
+    pub writer: Arc<StoreWriter>,
+    pub labels_path: PathBuf,
+    pub beat: Arc<StageBeat>,
+    /// Set when the shutdown deadline passed: drop what is queued and end.
+    pub abort: Arc<AtomicBool>,
+}
+
+impl InferenceWorker {
+    pub(super) fn run(
+        mut self,
+        jobs: Receiver<WindowJob>,
+        control: Receiver<WorkerControl>,
+    ) -> InferenceOutcome {
+        let mut outcome = InferenceOutcome::default();
+        let mut control = Some(control);
+        let never = crossbeam_channel::never();
+        loop {
+            self.beat.beat();
+            if self.abort.load(Ordering::SeqCst) {
+                outcome.abandoned += jobs.try_iter().count() as u64;
+                break;
+            }
+            let control_rx = control.as_ref().unwrap_or(&never);
+            select! {
+                recv(control_rx) -> msg => match msg {
+                    Ok(WorkerControl::Reload { classify }) => self.reload(&classify),
+                    Err(_) => control = None,
+                },
+                recv(jobs) -> job => match job {
+                    Ok(first) => {
+                        let mut batch = vec![first];
+                        let mut images: usize = batch[0].images();
+                        while images < MAX_BATCH {
+                            match jobs.try_recv() {
+                                Ok(job) => {
+                                    images += job.images();
+                                    batch.push(job);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if let Err(e) = self.tag_and_write(batch, &mut outcome) {
+                            outcome.fatal = Some(e);
+                            self.abort.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    // Every source is done and the daemon dropped its sender.
+                    Err(_) => break,
+                },
+                default(Duration::from_millis(200)) => {}
+            }
+        }
+        outcome
+    }
+
+    fn tag_and_write(
+        &mut self,
+        batch: Vec<WindowJob>,
+        outcome: &mut InferenceOutcome,
+    ) -> Result<(), RunError> {
+        let count = batch.len() as u64;
+        let segments = match self.tagger.tag_batch(batch) {
+            Ok(s) => s,
+            Err(e) if e.disposition() != crate::Disposition::Stop => {
+                tracing::error!("{count} window(s) not tagged: {e}");
+                outcome.failed_windows += count;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for segment in segments {
+            let source = segment.source.clone();
+            self.writer.write_segment(segment)?;
+            *outcome.written.entry(source).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn reload(&mut self, classify: &ClassifyConfig) {
+        let started = Instant::now();
+        match prepare_labels(
+            &self.tagger.embedder,
+            &self.store,
+            &self.writer,
+            &self.labels_path,
+            classify,
+        ) {
+            Ok((labels, encoded)) => {
+                tracing::info!(
+                    labels = labels.labels.len(),
+                    prompts_encoded = encoded,
+                    ms = started.elapsed().as_millis() as u64,
+                    "labels reloaded from {}",
+                    self.labels_path.display()
+                );
+                self.tagger.labels = labels;
+            }
+            Err(e) => tracing::error!(
+                "labels not reloaded, the previous {} labels stay in force: {e}",
+                self.tagger.labels.labels.len()
+            ),
+        }
+    }
+}

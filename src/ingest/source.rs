@@ -1,0 +1,150 @@
+//! A configured source (`[[source]]`), and the seam every frame producer sits behind.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::image::Frame;
+use super::uri::{resolve_uri, Location};
+use super::IngestError;
+use crate::settings::{Context, Invalid, Setting};
+
+/// Anything that yields sampled frames: a camera, a file, or a test's synthetic frames.
+pub trait FrameSource {
+    fn name(&self) -> &str;
+    /// `Ok(None)` at the end of the stream.
+    fn next_frame(&mut self) -> Result<Option<Frame>, IngestError>;
+    /// Duration of the media if the container says (files), in seconds.
+    fn duration(&self) -> Option<f64> {
+        None
+    }
+    /// Things worth a warning that are not errors (a file that ends early).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Frames the source had to drop because they were not taken in time (live sources).
+    fn dropped(&self) -> u64 {
+        0
+    }
+    /// A [`crate::clock::monotonic_ms`] stamp the source refreshes while it waits for frames, for
+    /// watchdogs that must tell a slow stream from a stuck thread.
+    fn activity(&self) -> Option<Arc<AtomicU64>> {
+        None
+    }
+}
+
+/// How RTSP media travels. TCP (interleaved) is the default: it passes NAT and firewalls
+/// and does not lose packets on busy Wi-Fi, which matters more here than latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// A source as the daemon runs it.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    /// A `scheme://` URI, or an absolute file path resolved from what the user wrote; its
+    /// shown form is masked once, here.
+    pub location: Location,
+    /// Start a file again at its end instead of finishing (test and demo sources).
+    pub looped: bool,
+    /// Deliver a file's frames at their playback rate, as a camera would.
+    pub realtime: bool,
+    pub transport: RtspTransport,
+}
+
+impl SourceConfig {
+    pub fn new(name: &str, uri: &str) -> SourceConfig {
+        SourceConfig {
+            name: name.to_string(),
+            location: Location::new(uri),
+            looped: false,
+            realtime: false,
+            transport: RtspTransport::default(),
+        }
+    }
+
+    /// Cameras and network streams: they end only by failing, and never wait for us.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.location.scheme().as_str(),
+            "rtsp" | "rtsps" | "rtspt" | "rtspu" | "v4l2" | "http" | "https" | "udp" | "srt"
+        )
+    }
+
+    /// Frames arrive at playback rate and must be dropped, not queued, when we fall behind.
+    pub fn paced(&self) -> bool {
+        self.realtime || self.is_live()
+    }
+}
+
+/// One `[[source]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    name: Setting<String>,
+    uri: Setting<String>,
+    #[serde(default, rename = "loop")]
+    looped: bool,
+    #[serde(default)]
+    realtime: bool,
+    transport: Option<Setting<String>>,
+}
+
+/// Every `[[source]]` of the config: names unique and non-empty, locations resolved against
+/// the config file's directory (a bare `/dev/videoN` is a V4L2 camera).
+pub fn validate_sources(
+    sections: Vec<SourceSection>,
+    context: &Context<'_>,
+) -> Result<Vec<SourceConfig>, Invalid> {
+    let mut sources: Vec<SourceConfig> = Vec::new();
+    for s in sections {
+        let name = s.name.get().trim().to_string();
+        if name.is_empty() {
+            return Err(Invalid::at("source.name", &s.name, "must not be empty"));
+        }
+        if sources.iter().any(|o| o.name == name) {
+            return Err(Invalid::at(
+                "source.name",
+                &s.name,
+                format!("duplicate source name {name:?}"),
+            ));
+        }
+        let written = s.uri.get().trim();
+        // A bare device path is what people copy from `v4l2-ctl --list-devices`.
+        let uri = if written.starts_with("/dev/video") {
+            format!("v4l2://{written}")
+        } else {
+            resolve_uri(written, context.base)
+        };
+        if uri.is_empty() {
+            return Err(Invalid::at("source.uri", &s.uri, "must not be empty"));
+        }
+        let transport = match &s.transport {
+            None => RtspTransport::Tcp,
+            Some(t) => match t.get().to_ascii_lowercase().as_str() {
+                "tcp" => RtspTransport::Tcp,
+                "udp" => RtspTransport::Udp,
+                other => {
+                    return Err(Invalid::at(
+                        "source.transport",
+                        t,
+                        format!("expected \"tcp\" or \"udp\", got {other:?}"),
+                    ))
+                }
+            },
+        };
+        sources.push(SourceConfig {
+            name,
+            location: Location::new(&uri),
+            looped: s.looped,
+            realtime: s.realtime,
+            transport,
+        });
+    }
+    Ok(sources)
+}

@@ -1,0 +1,369 @@
+//! What each writer op does in SQL: validation against the model's embedding size, upserts
+//! that make a re-run of a file replace its windows, and label sets kept for old matches.
+//! Runs on the writer thread only, inside the batch's transaction (one savepoint per op).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{
+    f32s_to_blob, LabelRecord, ModelRecord, NewSegment, SourceStateRecord, StoreError,
+    SOURCE_STATES,
+};
+
+pub(super) enum Op {
+    RegisterModel(ModelRecord),
+    PutTextEmbeddings {
+        model_id: String,
+        items: Vec<(String, Vec<f32>)>,
+    },
+    SetLabels {
+        model_id: String,
+        labels: Vec<LabelRecord>,
+    },
+    WriteSegment(Box<NewSegment>),
+    PutSourceState(Box<SourceStateRecord>),
+}
+
+/// `now`: the writer's clock, for rows that record when they were first seen.
+pub(super) fn apply(conn: &Connection, path: &Path, op: &Op, now: f64) -> Result<(), StoreError> {
+    match op {
+        Op::RegisterModel(m) => register_model(conn, path, m, now),
+        Op::PutTextEmbeddings { model_id, items } => {
+            put_text_embeddings(conn, path, model_id, items)
+        }
+        Op::SetLabels { model_id, labels } => set_labels(conn, path, model_id, labels),
+        Op::WriteSegment(s) => write_segment(conn, path, s),
+        Op::PutSourceState(s) => put_source_state(conn, path, s),
+    }
+}
+
+fn register_model(
+    conn: &Connection,
+    path: &Path,
+    m: &ModelRecord,
+    now: f64,
+) -> Result<(), StoreError> {
+    let err = |e| StoreError::sqlite(path, format!("registering model {}", m.id), e);
+    if m.id.is_empty() || m.embedding_dim == 0 {
+        return Err(StoreError::bad_data(
+            path,
+            format!("model {:?} needs an id and a non-zero embedding_dim", m.id),
+        ));
+    }
+    if let Some(dim) = model_dim(conn, path, &m.id)? {
+        if dim != m.embedding_dim {
+            // Same content hash cannot change shape; the caller mis-measured.
+            return Err(StoreError::bad_data(
+                path,
+                format!(
+                    "model {} is registered with embedding_dim {dim}, not {}",
+                    m.id, m.embedding_dim
+                ),
+            ));
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO models (id, path, embedding_dim, first_seen) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (id) DO UPDATE SET path = excluded.path",
+    )
+    .and_then(|mut st| st.execute(params![m.id, m.path, m.embedding_dim, now]))
+    .map_err(err)?;
+    Ok(())
+}
+
+fn model_dim(conn: &Connection, path: &Path, model_id: &str) -> Result<Option<usize>, StoreError> {
+    conn.prepare_cached("SELECT embedding_dim FROM models WHERE id = ?1")
+        .and_then(|mut st| st.query_row([model_id], |r| r.get(0)).optional())
+        .map_err(|e| StoreError::sqlite(path, format!("looking up model {model_id}"), e))
+}
+
+/// The model's embedding size; every embedding written under it must match,
+/// or cosine similarities against it would be meaningless.
+fn require_model(conn: &Connection, path: &Path, model_id: &str) -> Result<usize, StoreError> {
+    model_dim(conn, path, model_id)?.ok_or_else(|| StoreError::UnknownModel {
+        path: path.to_path_buf(),
+        model_id: model_id.to_owned(),
+    })
+}
+
+fn check_dim(
+    path: &Path,
+    what: impl FnOnce() -> String,
+    got: usize,
+    want: usize,
+) -> Result<(), StoreError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(StoreError::bad_data(
+            path,
+            format!("{} has {got} dimensions, the model has {want}", what()),
+        ))
+    }
+}
+
+fn put_text_embeddings(
+    conn: &Connection,
+    path: &Path,
+    model_id: &str,
+    items: &[(String, Vec<f32>)],
+) -> Result<(), StoreError> {
+    let dim = require_model(conn, path, model_id)?;
+    for (text, v) in items {
+        check_dim(path, || format!("text embedding of {text:?}"), v.len(), dim)?;
+    }
+    let err = |e| {
+        StoreError::sqlite(
+            path,
+            format!("caching text embeddings for model {model_id}"),
+            e,
+        )
+    };
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO text_embeddings (model_id, text, embedding) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (model_id, text) DO UPDATE SET embedding = excluded.embedding",
+        )
+        .map_err(err)?;
+    for (text, v) in items {
+        st.execute(params![model_id, text, f32s_to_blob(v)])
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn set_labels(
+    conn: &Connection,
+    path: &Path,
+    model_id: &str,
+    labels: &[LabelRecord],
+) -> Result<(), StoreError> {
+    let dim = require_model(conn, path, model_id)?;
+    for l in labels {
+        check_dim(
+            path,
+            || format!("label {:?}", l.text),
+            l.embedding.len(),
+            dim,
+        )?;
+    }
+    let err = |e| StoreError::sqlite(path, format!("setting labels of model {model_id}"), e);
+    conn.prepare_cached("UPDATE labels SET active = 0 WHERE model_id = ?1")
+        .and_then(|mut st| st.execute([model_id]))
+        .map_err(err)?;
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO labels (model_id, text, prompts, embedding, active) \
+             VALUES (?1, ?2, ?3, ?4, 1) \
+             ON CONFLICT (model_id, text) DO UPDATE SET \
+             prompts = excluded.prompts, embedding = excluded.embedding, active = 1",
+        )
+        .map_err(err)?;
+    for l in labels {
+        let prompts = serde_json::to_string(&l.prompts).map_err(|e| {
+            StoreError::bad_data(path, format!("prompts of label {:?}: {e}", l.text))
+        })?;
+        st.execute(params![
+            model_id,
+            l.text,
+            prompts,
+            f32s_to_blob(&l.embedding)
+        ])
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Everything that can be checked without writing, so the error names the
+/// problem instead of a constraint.
+fn validate_segment(path: &Path, s: &NewSegment, dim: usize) -> Result<(), StoreError> {
+    let bad = |what: String| {
+        Err(StoreError::bad_data(
+            path,
+            format!("segment {}@{}ms: {what}", s.source, s.start_ms),
+        ))
+    };
+    if s.source.is_empty() {
+        return bad("empty source name".into());
+    }
+    if s.end_ms < s.start_ms {
+        return bad(format!("ends at {}ms, before it starts", s.end_ms));
+    }
+    // SQLite stores NaN as NULL, which would then fail every read of the row.
+    if !s.wall_time.is_finite() {
+        return bad(format!("wall_time {}", s.wall_time));
+    }
+    check_dim(
+        path,
+        || format!("segment {}@{}ms embedding", s.source, s.start_ms),
+        s.embedding.len(),
+        dim,
+    )?;
+    let mut ranks: Vec<u32> = s.matches.iter().map(|m| m.rank).collect();
+    ranks.sort_unstable();
+    if ranks.windows(2).any(|w| w[0] == w[1]) || ranks.first() == Some(&0) {
+        return bad(format!(
+            "match ranks {ranks:?} are not distinct and 1-based"
+        ));
+    }
+    if let Some(m) = s
+        .matches
+        .iter()
+        .find(|m| !m.cosine.is_finite() || !m.probability.is_finite())
+    {
+        return bad(format!(
+            "match {:?} has cosine {} probability {}",
+            m.label, m.cosine, m.probability
+        ));
+    }
+    Ok(())
+}
+
+fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<(), StoreError> {
+    let dim = require_model(conn, path, &s.model_id)?;
+    validate_segment(path, s, dim)?;
+    let ctx = || format!("writing segment {}@{}ms", s.source, s.start_ms);
+    let err = |e| StoreError::sqlite(path, ctx(), e);
+
+    // Resolve every label before writing anything, so an unknown one fails
+    // the segment cleanly.
+    let mut label_ids = Vec::with_capacity(s.matches.len());
+    {
+        let mut st = conn
+            .prepare_cached("SELECT id FROM labels WHERE model_id = ?1 AND text = ?2")
+            .map_err(err)?;
+        for m in &s.matches {
+            let id: Option<i64> = st
+                .query_row(params![s.model_id, m.label], |r| r.get(0))
+                .optional()
+                .map_err(err)?;
+            match id {
+                Some(id) => label_ids.push(id),
+                None => {
+                    return Err(StoreError::UnknownLabel {
+                        path: path.to_path_buf(),
+                        model_id: s.model_id.clone(),
+                        label: m.label.clone(),
+                        source_name: s.source.clone(),
+                        start_ms: s.start_ms,
+                    })
+                }
+            }
+        }
+    }
+
+    let source_id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO sources (name, uri) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET uri = excluded.uri RETURNING id",
+        )
+        .and_then(|mut st| st.query_row(params![s.source, s.source_uri], |r| r.get(0)))
+        .map_err(err)?;
+
+    let keyframes = serde_json::to_string(&s.keyframes_ms)
+        .map_err(|e| StoreError::bad_data(path, format!("{}: keyframes: {e}", ctx())))?;
+    // An upsert rather than INSERT OR REPLACE keeps the row id stable across
+    // re-runs, so ids a user saw in earlier query output stay valid.
+    let segment_id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO segments (source_id, model_id, start_ms, end_ms, wall_time, \
+             frame_count, keyframes_ms, clip_calls, embedding) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (source_id, model_id, start_ms) DO UPDATE SET \
+             end_ms = excluded.end_ms, wall_time = excluded.wall_time, \
+             frame_count = excluded.frame_count, keyframes_ms = excluded.keyframes_ms, \
+             clip_calls = excluded.clip_calls, embedding = excluded.embedding \
+             RETURNING id",
+        )
+        .and_then(|mut st| {
+            st.query_row(
+                params![
+                    source_id,
+                    s.model_id,
+                    s.start_ms,
+                    s.end_ms,
+                    s.wall_time,
+                    s.frame_count,
+                    keyframes,
+                    s.clip_calls,
+                    f32s_to_blob(&s.embedding)
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(err)?;
+
+    conn.prepare_cached("DELETE FROM matches WHERE segment_id = ?1")
+        .and_then(|mut st| st.execute([segment_id]))
+        .map_err(err)?;
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO matches (segment_id, label_id, rank, cosine, probability) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(err)?;
+    for (m, label_id) in s.matches.iter().zip(label_ids) {
+        st.execute(params![
+            segment_id,
+            label_id,
+            m.rank,
+            m.cosine,
+            m.probability
+        ])
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn put_source_state(
+    conn: &Connection,
+    path: &Path,
+    s: &SourceStateRecord,
+) -> Result<(), StoreError> {
+    let bad = |what: String| {
+        Err(StoreError::bad_data(
+            path,
+            format!("state of source {:?}: {what}", s.name),
+        ))
+    };
+    if s.name.is_empty() {
+        return bad("empty source name".into());
+    }
+    if !SOURCE_STATES.contains(&s.state.as_str()) {
+        return bad(format!("{:?} is not one of {SOURCE_STATES:?}", s.state));
+    }
+    // NaN would be stored as NULL: a violation for updated_at, a silent
+    // "never" for last_frame_time.
+    if !s.updated_at.is_finite() || s.last_frame_time.is_some_and(|t| !t.is_finite()) {
+        return bad(format!(
+            "updated_at {} last_frame_time {:?}",
+            s.updated_at, s.last_frame_time
+        ));
+    }
+    conn.prepare_cached(
+        "INSERT INTO source_states (name, uri, state, reason, last_frame_time, frames, \
+         frames_dropped, reconnects, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT (name) DO UPDATE SET uri = excluded.uri, state = excluded.state, \
+         reason = excluded.reason, last_frame_time = excluded.last_frame_time, \
+         frames = excluded.frames, frames_dropped = excluded.frames_dropped, \
+         reconnects = excluded.reconnects, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            s.name,
+            s.uri,
+            s.state,
+            s.reason,
+            s.last_frame_time,
+            s.frames,
+            s.frames_dropped,
+            s.reconnects,
+            s.updated_at
+        ])
+    })
+    .map_err(|e| {
+        StoreError::sqlite(path, format!("writing the state of source {:?}", s.name), e)
+    })?;
+    Ok(())
+}
