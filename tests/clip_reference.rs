@@ -5,18 +5,25 @@ use crate::common::*;
 use cliptag::clip::{preprocess, ClipModel, ModelVariant};
 use cliptag::ingest::RgbImage;
 
+/// The 57 reference captions of the generator (models/generate/generate.py).
 fn captions() -> Vec<serde_json::Value> {
-    json(&reference_dir().join("captions.json"))["captions"]
+    let captions = json(&reference_dir().join("captions.json"))["captions"]
         .as_array()
         .unwrap()
-        .clone()
+        .clone();
+    assert_eq!(captions.len(), 57, "reference captions");
+    captions
 }
 
+/// The reference frames: two each of bikes and carphone, one of bigbuckbunny (the
+/// generator's README); loops over them would pass on an empty list, so the count is held.
 fn frames() -> Vec<serde_json::Value> {
-    json(&reference_dir().join("frames.json"))["frames"]
+    let frames = json(&reference_dir().join("frames.json"))["frames"]
         .as_array()
         .unwrap()
-        .clone()
+        .clone();
+    assert_eq!(frames.len(), 5, "reference frames");
+    frames
 }
 
 fn load(variant: ModelVariant) -> ClipModel {
@@ -161,6 +168,7 @@ fn batches_give_the_same_embeddings_as_single_images() {
         .map(|f| read_f32s(&reference_dir().join(f["pixel_values"].as_str().unwrap())))
         .collect();
     let batched = model.embed_pixels(&pixels).unwrap();
+    assert_eq!(batched.len(), pixels.len());
     for (p, b) in pixels.iter().zip(&batched) {
         let single = model.embed_pixels(std::slice::from_ref(p)).unwrap();
         assert!(cosine(&single[0], b) > 0.99999);

@@ -117,10 +117,10 @@ fn real_frames_match_the_reference_decode_bit_for_bit() {
     // in a 580-byte stride. Equality with the reference frames proves stride and aspect
     // handling on a clip nobody here made.
     let real = real_clips();
-    for f in json(&reference_dir().join("frames.json"))["frames"]
-        .as_array()
-        .unwrap()
-    {
+    let reference = json(&reference_dir().join("frames.json"));
+    let frames = reference["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), 5, "reference frames");
+    for f in frames {
         let clip = real.join(f["clip"].as_str().unwrap());
         let index = f["frame_index"].as_u64().unwrap() as usize;
         let (frames, _) = decode(&clip, Sampling::EveryNth(1)).unwrap();

@@ -35,11 +35,14 @@ fn frame_rgb(f: &serde_json::Value) -> RgbImage {
     .unwrap()
 }
 
+/// The five reference frames (counted, so a loop over them cannot pass on none).
 fn frames() -> Vec<serde_json::Value> {
-    json(&reference_dir().join("frames.json"))["frames"]
+    let frames = json(&reference_dir().join("frames.json"))["frames"]
         .as_array()
         .unwrap()
-        .clone()
+        .clone();
+    assert_eq!(frames.len(), 5, "reference frames");
+    frames
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {

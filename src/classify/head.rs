@@ -1,8 +1,8 @@
 //! A probe head from `cliptag-tune probe`: a linear classifier over one model's window
 //! embeddings, loaded, checked and ordered like the labels file.
 
+use super::error::LabelError;
 use super::labels::Label;
-use super::LabelError;
 
 /// The format tag of [`ProbeHead`] files; bumped when their meaning changes.
 pub const PROBE_HEAD_FORMAT: &str = "cliptag-probe-head/1";

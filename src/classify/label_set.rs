@@ -3,7 +3,10 @@
 use super::aggregate::mean_embedding;
 use super::head::ProbeHead;
 use super::labels::Label;
-use super::LOGIT_SCALE;
+
+/// CLIP's learned temperature, clamped to 100 in training; the exported ONNX towers do not
+/// carry it.
+pub const LOGIT_SCALE: f32 = 100.0;
 
 /// Labels with their (normalised) text embeddings, ready to score windows.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! The labels file, and the prompts that stand for each label.
 
-use super::LabelError;
+use super::error::LabelError;
 
 /// One line of the labels file with the prompts that stand for it.
 #[derive(Debug, Clone, PartialEq)]

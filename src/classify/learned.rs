@@ -1,6 +1,6 @@
 //! Label embeddings learned by `cliptag-tune prompts`, loaded and checked.
 
-use super::LabelError;
+use super::error::LabelError;
 
 /// The format tag of [`LearnedLabels`] files.
 pub const LEARNED_LABELS_FORMAT: &str = "cliptag-label-embeddings/1";

@@ -17,6 +17,7 @@
 //! [`settings`] (the `[classify]` table).
 
 pub mod aggregate;
+pub mod error;
 pub mod head;
 pub mod label_set;
 pub mod labels;
@@ -24,38 +25,9 @@ pub mod learned;
 pub mod settings;
 
 pub use aggregate::{mean_embedding, Aggregator};
+pub use error::LabelError;
 pub use head::{ProbeHead, PROBE_HEAD_FORMAT};
-pub use label_set::{softmax, LabelScore, LabelSet};
+pub use label_set::{softmax, LabelScore, LabelSet, LOGIT_SCALE};
 pub use labels::{expand_labels, is_caption, load_labels, parse_labels, prompts_for, Label};
 pub use learned::{LearnedLabel, LearnedLabels, LEARNED_LABELS_FORMAT};
 pub use settings::{ClassifyConfig, ClassifySection, DEFAULT_PROMPT_TEMPLATES};
-
-use crate::Disposition;
-
-/// CLIP's learned temperature, clamped to 100 in training; the exported ONNX towers do not
-/// carry it.
-pub const LOGIT_SCALE: f32 = 100.0;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LabelError {
-    #[error("labels file {path}: cannot read: {reason}")]
-    Read { path: String, reason: String },
-    #[error("labels file {path}, line {line}: {reason}")]
-    Line {
-        path: String,
-        line: usize,
-        reason: String,
-    },
-    #[error("labels file {path}: no labels (every line is blank or a # comment)")]
-    Empty { path: String },
-    #[error("classifier head {path}: {reason}")]
-    Head { path: String, reason: String },
-    #[error("label embeddings {path}: {reason}")]
-    Learned { path: String, reason: String },
-}
-
-impl LabelError {
-    pub fn disposition(&self) -> Disposition {
-        Disposition::Stop
-    }
-}

@@ -19,55 +19,16 @@
 //! [`source`] (a configured source and the [`FrameSource`] seam), [`pipeline`] (the
 //! GStreamer pipeline itself).
 
+pub mod error;
 pub mod image;
 pub mod pipeline;
 pub mod sampling;
 pub mod source;
 pub mod uri;
 
+pub use error::IngestError;
 pub use image::{Frame, RgbImage};
-pub use pipeline::{GstSource, OpenOptions, DEFAULT_STALL_TIMEOUT};
+pub use pipeline::{init, GstSource, OpenOptions, DEFAULT_STALL_TIMEOUT};
 pub use sampling::{Sampler, Sampling, SamplingSection};
 pub use source::{FrameSource, RtspTransport, SourceConfig, SourceSection};
 pub use uri::Location;
-
-use crate::Disposition;
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("GStreamer could not be initialised: {0}")]
-    Init(String),
-    #[error("source {source_name:?}: cannot open {uri}: {reason}")]
-    Open {
-        source_name: String,
-        uri: String,
-        reason: String,
-    },
-    #[error("source {source_name:?} ({uri}): {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Stream {
-        source_name: String,
-        /// Credentials masked.
-        uri: String,
-        message: String,
-        debug: Option<String>,
-        live: bool,
-    },
-    #[error("source {source_name:?}: {uri} has no video stream (audio or other data only)")]
-    NoVideo { source_name: String, uri: String },
-    #[error("source {source_name:?}: cannot read frame: {reason}")]
-    Frame { source_name: String, reason: String },
-}
-
-impl IngestError {
-    pub fn disposition(&self) -> Disposition {
-        match self {
-            IngestError::Init(_) => Disposition::Stop,
-            IngestError::Stream { live: true, .. } => Disposition::Retry,
-            _ => Disposition::Skip,
-        }
-    }
-}
-
-pub fn init() -> Result<(), IngestError> {
-    gstreamer::init().map_err(|e| IngestError::Init(e.to_string()))
-}

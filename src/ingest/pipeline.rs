@@ -13,12 +13,17 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+use super::error::IngestError;
 use super::image::{Frame, RgbImage};
 use super::sampling::{Sampler, Sampling};
 use super::source::FrameSource;
 use super::uri::{to_uri, Location};
-use super::{init, IngestError};
 use crate::clock::monotonic_ms;
+
+/// GStreamer, once per process (later calls are free).
+pub fn init() -> Result<(), IngestError> {
+    gstreamer::init().map_err(|e| IngestError::Init(e.to_string()))
+}
 
 /// How a pipeline should treat its stream.
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::error::IngestError;
 use super::image::Frame;
 use super::uri::{resolve_uri, Location};
-use super::IngestError;
 use crate::settings::{Context, Invalid, Setting};
 
 /// Anything that yields sampled frames: a camera, a file, or a test's synthetic frames.

@@ -6,10 +6,9 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{
-    f32s_to_blob, LabelRecord, ModelRecord, NewSegment, SourceStateRecord, StoreError,
-    SOURCE_STATES,
-};
+use super::blob::f32s_to_blob;
+use super::error::StoreError;
+use super::records::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord, SOURCE_STATES};
 
 pub(super) enum Op {
     RegisterModel(ModelRecord),

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::schema::{self, OpenMode};
-use super::{
-    blob_to_f32s, LabelRow, MatchQuery, MatchRow, ModelRecord, SegmentRow, SourceStateRecord,
-    StoreError, TimeBound,
+use super::blob::blob_to_f32s;
+use super::error::StoreError;
+use super::records::{
+    LabelRow, MatchQuery, MatchRow, ModelRecord, SegmentRow, SourceStateRecord, TimeBound,
 };
+use super::schema::{self, OpenMode};
 
 /// Read side + setup. Each `Store` has its own connection; under WAL it
 /// reads a consistent snapshot while the writer keeps committing.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, Params, TransactionBehavior};
 use serde::Deserialize;
 
-use super::StoreError;
+use super::error::StoreError;
 use crate::settings::{Invalid, Setting};
 
 /// What retention keeps; `None` does not limit. The default keeps everything.

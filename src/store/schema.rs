@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use super::StoreError;
+use super::error::StoreError;
 
 /// Long enough to ride out the writer's largest batch commit, short enough
 /// that a wedged lock surfaces as an error instead of a hang.

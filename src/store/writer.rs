@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use rusqlite::{Connection, TransactionBehavior};
 
+use super::error::StoreError;
 use super::ops::{apply, Op};
+use super::records::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord};
 use super::retention::{self, Retention, RetentionReport};
 use super::schema::{self, OpenMode};
-use super::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord, StoreError};
 use crate::clock::{Clock, SystemClock};
 
 /// Most ops grouped into one transaction: bounds how long the write lock is
