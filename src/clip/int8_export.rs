@@ -1,5 +1,5 @@
 //! `cliptag model quantize`: rewrite an fp32 CLIP model directory into int8 files that run
-//! on our fused int8 path (`qlinear.rs`) and that onnxruntime loads as well.
+//! on our fused int8 path (`cliptag_tract::qlinear`) and that onnxruntime loads as well.
 //!
 //! Rules, and why:
 //! - Only `MatMul` nodes whose second input is a rank-2 fp32 initializer change: they hold

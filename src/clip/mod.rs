@@ -11,19 +11,11 @@
 //! - Every embedding leaves this module L2-normalised.
 //! - The model id is a content hash of the two ONNX files, so a changed model is noticed.
 
-pub mod attention;
 pub mod check;
 pub mod device;
-pub mod flinear;
-pub mod fold;
 pub mod int8_export;
 mod layout;
 mod preprocess;
-pub mod qlinear;
-pub mod quantize;
-mod simd;
-#[cfg(test)]
-mod test_support;
 mod tokenizer;
 
 use std::collections::HashMap;
@@ -32,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cliptag_tract::{attention, flinear, fold, qlinear, quantize};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::{RunOptions, Runnable};

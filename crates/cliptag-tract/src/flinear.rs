@@ -1,6 +1,6 @@
 //! A graph pass: fuse each fp32 linear layer (a matmul by a constant weight, its bias and,
 //! where it follows, CLIP's QuickGELU) into one op that runs tract-linalg's f32 kernel over
-//! column blocks of weights packed at load, the fp32 twin of [`super::qlinear`].
+//! column blocks of weights packed at load, the fp32 twin of [`crate::qlinear`].
 //!
 //! What tract's own codegen does differently for these layers, and what each costs:
 //! - It picks the kernel by reasoning from the instruction set; for the text tower's 77
@@ -39,11 +39,10 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-use super::qlinear::{
-    best_run, binary_named, block_width, find_quick_gelu, konst, other_input, quick_gelu,
-    single_successor, Choice,
-};
-use super::simd::DisjointOut;
+use crate::epilogue::quick_gelu;
+use crate::kernel::{best_run, block_width, Choice};
+use crate::pattern::{binary_named, find_quick_gelu, konst, other_input, single_successor};
+use crate::simd::DisjointOut;
 
 /// One layer's weights, packed for the kernel's `a` side in column blocks.
 #[derive(Debug)]
@@ -503,7 +502,7 @@ pub fn fuse_float_linear(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clip::test_support::{agreement, decluttered, inputs, run};
+    use crate::test_support::{agreement, decluttered, inputs, run};
 
     /// The pass on the fixture's fp32 exports at batch 2 (so `[batch, tokens, K]` inputs are
     /// flattened): every matmul by a constant is fused, and every output agrees with tract's
@@ -546,7 +545,7 @@ mod tests {
     /// its tile, against a plain triple loop.
     #[test]
     fn every_kernel_matches_a_plain_product() {
-        let mut next = crate::clip::test_support::random_bits();
+        let mut next = crate::test_support::random_bits();
         let mut value = || (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
         for (m, k, n) in [(50, 37, 70), (3, 64, 200), (77, 96, 33)] {
             let xs: Vec<f32> = (0..m * k).map(|_| value()).collect();

@@ -25,11 +25,11 @@ use rayon::prelude::*;
 use tract_linalg::routines::Func;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
-use super::simd::DisjointOut;
+use crate::pattern::{binary_named, single_successor_inlet};
+use crate::simd::DisjointOut;
 
 /// Where each axis of the fused op's output comes from.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -383,19 +383,6 @@ fn weighted_sum_axes(model: &TypedModel, node: &TypedNode) -> Option<TVec<OutAxi
     (order == expected).then_some(axes)
 }
 
-fn single_successor(model: &TypedModel, node: usize) -> Option<InletId> {
-    match model.node(node).outputs.as_slice() {
-        [o] if o.successors.len() == 1 => Some(o.successors[0]),
-        _ => None,
-    }
-}
-
-fn binary_named<'m>(model: &'m TypedModel, node: usize, name: &str) -> Option<&'m TypedNode> {
-    let n = model.node(node);
-    let op = n.op_as::<TypedBinOp>()?;
-    (op.0.name() == name && n.inputs.len() == 2).then_some(n)
-}
-
 /// What the pass found around one softmax.
 struct Found {
     q: OutletId,
@@ -435,7 +422,7 @@ fn find(model: &TypedModel, softmax_node: usize) -> Option<Found> {
         let scores_shape = &scores_fact.shape;
         if mask_fact.datum_type != DatumType::F32
             || mask_fact.rank() > rank
-            || single_successor(model, scores.node)?.node != at
+            || single_successor_inlet(model, scores.node)?.node != at
         {
             return None;
         }
@@ -463,7 +450,7 @@ fn find(model: &TypedModel, softmax_node: usize) -> Option<Found> {
             (Some(f), None) => (mul.inputs[1], f),
             _ => return None,
         };
-        if single_successor(model, scores.node)?.node != at {
+        if single_successor_inlet(model, scores.node)?.node != at {
             return None;
         }
         scale = Some(factor.cast_to_scalar::<f32>().ok()?);
@@ -473,11 +460,12 @@ fn find(model: &TypedModel, softmax_node: usize) -> Option<Found> {
     if !is_scores_product(model, scores) {
         return None;
     }
-    if mask.is_none() && scale.is_none() && single_successor(model, at)?.node != softmax_node {
+    if mask.is_none() && scale.is_none() && single_successor_inlet(model, at)?.node != softmax_node
+    {
         return None;
     }
     // Forwards: the softmax feeds only the weighted sum, as its first input.
-    let next = single_successor(model, softmax_node)?;
+    let next = single_successor_inlet(model, softmax_node)?;
     let sum = model.node(next.node);
     if next.slot != 0 {
         return None;
@@ -547,7 +535,7 @@ pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod fixture_tests {
     use super::*;
-    use crate::clip::test_support::{agreement, decluttered, inputs, run};
+    use crate::test_support::{agreement, decluttered, inputs, run};
 
     /// The pass on the fixture's real exports (vision, and text with its causal mask), at
     /// batch 1 and 2, run on one thread and in a two-thread pool: every attention block is

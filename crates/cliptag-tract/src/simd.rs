@@ -61,7 +61,7 @@ pub(crate) use with_avx2;
 /// (rows, column blocks or row bands). The pointer is valid for the duration of the scope
 /// that spawned the tasks.
 #[derive(Clone, Copy)]
-pub(super) struct DisjointOut(pub(super) *mut f32);
+pub(crate) struct DisjointOut(pub(crate) *mut f32);
 // SAFETY: every user hands each task a part of the buffer no other task writes.
 unsafe impl Send for DisjointOut {}
 unsafe impl Sync for DisjointOut {}

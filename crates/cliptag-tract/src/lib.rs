@@ -1,0 +1,28 @@
+//! cliptag-tract: our extensions to tract for running CLIP on edge CPUs. Graph passes that
+//! replace what tract runs as many small single-threaded steps (an int8 or fp32 linear
+//! layer, an attention core, a constant chain, an activation quantizer) with one op and its
+//! own kernel.
+//!
+//! Rules, and why:
+//! - tract, rayon, matrixmultiply and small crates only: never GStreamer, SQLite, tokenizers
+//!   or the `cliptag` edge crate. The passes work on tract's graphs and nothing else, so they
+//!   build and test without the media stack.
+//! - Each pass stands for an upstream change to tract (its file says which) and leaves
+//!   anything it does not match exactly to tract. A fused op gives the values of the graph it
+//!   replaces: bit for bit where the arithmetic is exact (int8), within float rounding
+//!   otherwise, checked against tract on the committed tiny fixture exports.
+//! - One fused op and its pass per file. What several passes share lives in its own module
+//!   (`pattern`: graph matching; `kernel`: kernel choice and timing; `epilogue`: steps fused
+//!   after a product; `simd`: hot-loop helpers), so no pass imports from another.
+
+pub mod attention;
+mod epilogue;
+pub mod flinear;
+pub mod fold;
+mod kernel;
+mod pattern;
+pub mod qlinear;
+pub mod quantize;
+mod simd;
+#[cfg(test)]
+mod test_support;
