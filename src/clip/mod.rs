@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cliptag_tract::{attention, flinear, fold, qlinear, quantize};
+use cliptag_tract::passes;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::{RunOptions, Runnable};
@@ -386,20 +386,8 @@ impl Encoder {
             return Ok(typed);
         }
         // The int8 layers are fused while the graph still reads as onnxruntime wrote it.
-        // CLIPTAG_GRAPH_PASSES ("qlinear,flinear,attention,fold,quantize" by default, "none"
-        // to turn them all off) exists to measure the passes.
-        if graph_passes().contains(&"qlinear") {
-            let fused = qlinear::fuse_quantized_linear(&mut typed)?;
-            tracing::debug!(fused, "fused int8 linear layers");
-        }
-        if graph_passes().contains(&"flinear") {
-            let fused = flinear::fuse_float_linear(&mut typed)?;
-            tracing::debug!(fused, "fused fp32 linear layers");
-        }
-        if graph_passes().contains(&"attention") {
-            let fused = attention::fuse_attention(&mut typed)?;
-            tracing::debug!(fused, "fused attention cores");
-        }
+        // CLIPTAG_GRAPH_PASSES turns passes off, to measure them.
+        cliptag_tract::apply_decluttered(&mut typed, &passes::enabled(cliptag_tract::DECLUTTERED))?;
         Ok(typed)
     }
 
@@ -431,18 +419,11 @@ impl Encoder {
 
     /// tract's optimisation, then our passes over the optimised graph.
     fn cpu_plan(&self, typed: TypedModel, batch: usize) -> TractResult<Arc<dyn Runnable>> {
-        let passes = graph_passes();
+        let passes = passes::enabled(cliptag_tract::OPTIMIZED);
         let mut optimized = typed.into_optimized()?;
-        // These run on the optimised graph: integer matmuls left to tract (the patch
-        // embedding's convolution) get their weight column sums during codegen.
-        if passes.contains(&"fold") {
-            let report = fold::fold_large_constant_chains(&mut optimized)?;
-            tracing::debug!(path = %self.path.display(), batch, chains = report.chains, nodes = report.nodes, "folded constant chains");
-        }
-        if passes.contains(&"quantize") {
-            let swapped = quantize::vectorise_dynamic_quantize(&mut optimized)?;
-            tracing::debug!(path = %self.path.display(), batch, swapped, "vectorised DynamicQuantizeLinear");
-        }
+        // The passes' debug lines say which file and plan they were for.
+        tracing::debug_span!("plan", path = %self.path.display(), batch)
+            .in_scope(|| cliptag_tract::apply_optimized(&mut optimized, &passes))?;
         Ok(Arc::new(
             optimized.into_runnable_with_options(&self.options)?,
         ))
@@ -686,16 +667,6 @@ pub fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
     }
     let digest = hasher.finalize();
     Ok(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
-}
-
-/// Which of our graph passes run: `CLIPTAG_GRAPH_PASSES`, for measuring them.
-fn graph_passes() -> Vec<&'static str> {
-    let chosen = std::env::var("CLIPTAG_GRAPH_PASSES")
-        .unwrap_or_else(|_| "qlinear,flinear,attention,fold,quantize".into());
-    ["qlinear", "flinear", "attention", "fold", "quantize"]
-        .into_iter()
-        .filter(|pass| chosen.split(',').any(|c| c.trim() == *pass))
-        .collect()
 }
 
 /// Runs `work` on the current pool thread while the pool's other threads stay awake.

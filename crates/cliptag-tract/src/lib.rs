@@ -11,6 +11,9 @@
 //!   anything it does not match exactly to tract. A fused op gives the values of the graph it
 //!   replaces: bit for bit where the arithmetic is exact (int8), within float rounding
 //!   otherwise, checked against tract on the committed tiny fixture exports.
+//! - Which passes run is data, tract style: [`Pass`], with the lists [`DECLUTTERED`] and
+//!   [`OPTIMIZED`] for the two graphs they run on; the edge crate applies a stage's list.
+//!   `CLIPTAG_GRAPH_PASSES` turns passes off, to measure them ([`passes`]).
 //! - One fused op and its pass per file. What several passes share lives in its own module
 //!   (`pattern`: graph matching; `kernel`: kernel choice and timing; `epilogue`: steps fused
 //!   after a product; `simd`: hot-loop helpers), so no pass imports from another.
@@ -20,9 +23,12 @@ mod epilogue;
 pub mod flinear;
 pub mod fold;
 mod kernel;
+pub mod passes;
 mod pattern;
 pub mod qlinear;
 pub mod quantize;
 mod simd;
 #[cfg(test)]
 mod test_support;
+
+pub use passes::{apply_decluttered, apply_optimized, Pass, DECLUTTERED, OPTIMIZED};
