@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cliptag_tract::passes;
+use cliptag_tract::{passes, pool};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::{RunOptions, Runnable};
@@ -465,15 +465,12 @@ impl Encoder {
             let mut out = device::run_guarded(&*plan, inputs)?;
             Ok(out.remove(0).into_tensor())
         };
-        // The whole graph runs on one of the pool's threads, so the thread that does the
-        // element-wise work between matmuls is one of those that share the matmuls: no third
-        // thread competing with the pool for the cores while it spins between products. On
-        // the GPU the pool would only spin while the device works.
-        let out = match (&self.device, &self.options.executor) {
-            (Device::Cpu, Some(tract_linalg::multithread::Executor::MultiThread(pool))) => {
-                pool.install(|| with_hot_pool(run))
-            }
-            _ => run(),
+        // On the CPU the whole graph runs on one of the pool's threads, with the others kept
+        // awake (`cliptag_tract::pool`). On the GPU the pool would only spin while the
+        // device works.
+        let out = match self.device {
+            Device::Cpu => pool::run_on_pool(&self.options, run),
+            Device::Cuda => run(),
         }
         .map_err(|e| infer_err(format_err(&e)))?;
         let view = out
@@ -669,66 +666,6 @@ pub fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
     Ok(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
 }
 
-/// Runs `work` on the current pool thread while the pool's other threads stay awake.
-///
-/// A ViT-B/32 image is about 75 matrix products of a fraction of a millisecond each, with
-/// single-threaded element-wise work between them. Idle rayon threads go to sleep within
-/// microseconds, and waking one costs about as long as its share of a product, so without
-/// this the second core hardly ever gets a share. Each other thread runs a keeper that takes
-/// pool work as soon as it appears and spins (yielding to the OS) until `work` is done: the
-/// same trade onnxruntime's spinning thread pool makes, held only for the length of one run.
-fn with_hot_pool<R>(work: impl FnOnce() -> R) -> R {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let running = Arc::new(AtomicBool::new(true));
-    for _ in 1..rayon::current_num_threads() {
-        let running = running.clone();
-        rayon::spawn(move || {
-            let mut idle = 0u32;
-            while running.load(Ordering::Acquire) {
-                match rayon::yield_now() {
-                    Some(rayon::Yield::Executed) => idle = 0,
-                    _ => {
-                        idle += 1;
-                        if idle.is_multiple_of(64) {
-                            std::thread::yield_now();
-                        } else {
-                            std::hint::spin_loop();
-                        }
-                    }
-                }
-            }
-        });
-    }
-    // Stops the keepers however `work` ends, a panic included.
-    struct Stop(Arc<AtomicBool>);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::Release);
-        }
-    }
-    let _stop = Stop(running);
-    work()
-}
-
-/// The thread pool tract's matrix products use; `threads == 0` means one per core.
-fn run_options(threads: usize) -> RunOptions {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        threads
-    };
-    let mut options = RunOptions::default();
-    if threads > 1 {
-        options.executor = Some(tract_linalg::multithread::Executor::multithread_with_name(
-            threads,
-            "cliptag-clip",
-        ));
-    }
-    options
-}
-
 fn load_text_encoder(
     spec: &ModelSpec,
     options: RunOptions,
@@ -793,7 +730,7 @@ impl ClipModel {
             reason,
         })?;
 
-        let options = run_options(load.threads);
+        let options = pool::run_options(load.threads);
         let half = spec.variant == ModelVariant::Fp16;
         let (h, w) = spec.preprocess.output_size();
         let (image_input, _) = spec.layout.input_names();

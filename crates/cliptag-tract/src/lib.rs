@@ -14,6 +14,10 @@
 //! - Which passes run is data, tract style: [`Pass`], with the lists [`DECLUTTERED`] and
 //!   [`OPTIMIZED`] for the two graphs they run on; the edge crate applies a stage's list.
 //!   `CLIPTAG_GRAPH_PASSES` turns passes off, to measure them ([`passes`]).
+//! - The pool helpers ([`pool`]) live here, not in the edge crate: the fused ops share their
+//!   work out only when they run on a rayon pool thread, and `pool` is what puts a tract run
+//!   on one and keeps the pool's other threads awake. The two halves of that contract stay
+//!   together.
 //! - One fused op and its pass per file. What several passes share lives in its own module
 //!   (`pattern`: graph matching; `kernel`: kernel choice and timing; `epilogue`: steps fused
 //!   after a product; `simd`: hot-loop helpers), so no pass imports from another.
@@ -25,6 +29,7 @@ pub mod fold;
 mod kernel;
 pub mod passes;
 mod pattern;
+pub mod pool;
 pub mod qlinear;
 pub mod quantize;
 mod simd;
