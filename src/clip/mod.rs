@@ -13,9 +13,9 @@
 
 pub mod check;
 pub mod device;
-pub mod int8_export;
 mod layout;
 mod preprocess;
+pub mod quantize_dir;
 mod tokenizer;
 
 use std::collections::HashMap;

@@ -1,12 +1,13 @@
 //! cliptag-tract: our extensions to tract for running CLIP on edge CPUs. Graph passes that
 //! replace what tract runs as many small single-threaded steps (an int8 or fp32 linear
 //! layer, an attention core, a constant chain, an activation quantizer) with one op and its
-//! own kernel.
+//! own kernel, and the int8 ONNX writer whose graphs the int8 pass fuses ([`int8_export`]).
 //!
 //! Rules, and why:
 //! - tract, rayon, matrixmultiply and small crates only: never GStreamer, SQLite, tokenizers
-//!   or the `cliptag` edge crate. The passes work on tract's graphs and nothing else, so they
-//!   build and test without the media stack.
+//!   or the `cliptag` edge crate. The passes work on tract's graphs and the writer on ONNX
+//!   protobufs, and nothing else (files and model directories are the edge crate's), so they
+//!   build and test without the media stack and the tuner can share them.
 //! - Each pass stands for an upstream change to tract (its file says which) and leaves
 //!   anything it does not match exactly to tract. A fused op gives the values of the graph it
 //!   replaces: bit for bit where the arithmetic is exact (int8), within float rounding
@@ -26,6 +27,7 @@ pub mod attention;
 mod epilogue;
 pub mod flinear;
 pub mod fold;
+pub mod int8_export;
 mod kernel;
 pub mod passes;
 mod pattern;
