@@ -28,8 +28,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
+use crate::disjoint::DisjointOut;
 use crate::pattern::{binary_named, single_successor_inlet};
-use crate::simd::DisjointOut;
 
 /// Where each axis of the fused op's output comes from.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -149,6 +149,9 @@ impl EvalOp for HeadAttention {
             value_width,
             mask_strides,
         };
+        // SAFETY: every element is stored before anything reads it: each (item, head) pair's
+        // weighted sum stores its `tokens × value_width` values, and the pairs cover the
+        // output.
         let mut out =
             unsafe { Tensor::uninitialized::<f32>(&self.output_shape(q.shape(), v.shape()))? };
         let q = q.try_as_plain_ram()?;
@@ -168,10 +171,11 @@ impl EvalOp for HeadAttention {
         let scale = self.scale_bits.map(f32::from_bits).unwrap_or(1.0);
         {
             let mut plain = out.try_as_plain_ram_mut()?;
-            let rows = DisjointOut(plain.as_slice_mut::<f32>()?.as_mut_ptr());
+            let rows = DisjointOut::new(plain.as_slice_mut::<f32>()?);
             let task = |pair: usize| {
-                // SAFETY: `pair` < batch·heads, every slice has the sizes checked above, and
-                // no two pairs write the same output element.
+                // SAFETY: `pair` < batch·heads, q, k, v and the output have the sizes checked
+                // above, and each pair writes only its own item's rows in its own head's
+                // columns, so no two tasks touch the same output element.
                 unsafe { one_head(pair, &dims, q, k, v, mask, scale, &kernels, rows) }
             };
             // Only inside the encoder's pool: elsewhere rayon would start a global pool.
@@ -202,6 +206,12 @@ impl Kernels {
 }
 
 /// One `(item, head)` pair: scores, mask, softmax, weighted sum into the output rows.
+///
+/// # Safety
+/// `pair < batch·heads`; `q` and `k`/`v` hold `[batch, tokens or keys, heads, width or
+/// value_width]` values as `d` describes them, and `out` holds `[batch, tokens, heads,
+/// value_width]` values; while it runs, nothing else touches this pair's elements of `out`
+/// (its item's rows, its head's columns).
 #[allow(clippy::too_many_arguments)]
 unsafe fn one_head(
     pair: usize,
@@ -224,6 +234,10 @@ unsafe fn one_head(
     let scores = scores.as_slice_mut::<f32>()?;
     let row = (d.heads * d.width) as isize;
     let value_row = (d.heads * d.value_width) as isize;
+    // SAFETY: this pair's Q is `tokens` rows of `width` values, `row` apart, from
+    // (item·tokens·heads + head)·width, and its K (read transposed) `keys` rows likewise: both
+    // within q and k by the caller's contract. `scores` holds tokens rows of `stride ≥ keys`
+    // values. With β = 0 sgemm only writes `scores`.
     unsafe {
         // scores[t, s] = scale · Σ_c q[item, t, head, c] · k[item, s, head, c]
         matrixmultiply::sgemm(
@@ -256,6 +270,11 @@ unsafe fn one_head(
         let sum = kernels.exp_sum.run_with_params(scores, max)?;
         kernels.scale.run_with_params(scores, sum.recip())?;
     }
+    // SAFETY: `scores` is read as tokens × keys within its tokens × stride values; this pair's
+    // V is `keys` rows of `value_width` values, `value_row` apart, within v; its output is
+    // `tokens` rows of `value_width` values, `value_row` apart, from
+    // (item·tokens·heads + head)·value_width, within `out` and, by the caller's contract,
+    // touched by no one else. With β = 0 sgemm writes the output without reading it.
     unsafe {
         // out[item, t, head, c] = Σ_s scores[t, s] · v[item, s, head, c]
         matrixmultiply::sgemm(
@@ -271,7 +290,7 @@ unsafe fn one_head(
             value_row,
             1,
             0.0,
-            out.0
+            out.as_mut_ptr()
                 .add((item * d.tokens * d.heads + head) * d.value_width),
             value_row,
             1,

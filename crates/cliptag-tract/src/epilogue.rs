@@ -4,18 +4,20 @@
 //! Rules, and why:
 //! - Each step does the same float operations, in the same order and with the same tract
 //!   kernels, as the unfused graph's ops, so fusing it changes no value.
-//! - Steps write through [`DisjointOut`]: the pool's tasks each own a block of columns.
+//! - Steps write through [`DisjointOut`]: the pool's tasks each own a block of columns, and
+//!   a step's contract is that no other task touches that block while it runs.
 
 use tract_linalg::element_wise::ElementWise;
 use tract_onnx::prelude::*;
 
-use crate::simd::DisjointOut;
+use crate::disjoint::DisjointOut;
 
 /// `y·sigmoid(α·y)` over one column block, with the steps and the sigmoid kernel of tract's
 /// unfused `Mul → Sigmoid → Mul`, so the values are the same.
 ///
 /// # Safety
-/// `out` holds `m` rows of `n` values and `columns` lies within them.
+/// While it runs, nothing else reads or writes `columns` of `out`'s first `m` rows (rows of
+/// `n` values).
 pub(crate) unsafe fn quick_gelu(
     out: DisjointOut,
     n: usize,
@@ -25,9 +27,8 @@ pub(crate) unsafe fn quick_gelu(
     sigmoid: &dyn ElementWise<f32>,
 ) -> TractResult<()> {
     let width = columns.len();
-    let row = |r: usize| unsafe {
-        std::slice::from_raw_parts_mut(out.0.add(r * n + columns.start), width)
-    };
+    // SAFETY: the caller's contract: no one else touches these columns of these rows.
+    let row = |r: usize| unsafe { out.slice_mut(r * n + columns.start, width) };
     let mut gate = Vec::with_capacity(m * width);
     for r in 0..m {
         gate.extend(row(r).iter().map(|y| y * alpha));

@@ -17,7 +17,12 @@ pub(crate) type Choice = (Box<dyn MatMatMul>, usize);
 
 /// The best of `runs` products `a·b` by `choice`, stored row-major into `c` (`m × n`, 4-byte
 /// values).
-pub(crate) fn best_run(
+///
+/// # Safety
+/// `a` and `b` were packed by `choice`'s packing (its A and B formats) over the same depth,
+/// `a` for `c`'s `m` rows and `b` for its `n` columns, and `c` is a plain `m × n` tensor of
+/// 4-byte values: the kernel reads and writes through them without checking.
+pub(crate) unsafe fn best_run(
     (kernel, packing): &Choice,
     (a, b): (&dyn MMMInputValue, &dyn MMMInputValue),
     mut c: Tensor,
@@ -27,6 +32,9 @@ pub(crate) fn best_run(
     let mut best = std::time::Duration::MAX;
     for _ in 0..runs {
         let start = std::time::Instant::now();
+        // SAFETY: the caller's contract bounds the kernel's reads; the store is `c`'s own
+        // row-major layout (row stride `n`, column stride 1, 4-byte values), so it writes
+        // within `c`.
         unsafe {
             let store = kernel
                 .c_from_data_and_strides(4, n as isize, 1)

@@ -36,10 +36,11 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
+use crate::disjoint::DisjointOut;
 use crate::epilogue::quick_gelu;
 use crate::kernel::{best_run, block_width, Choice};
 use crate::pattern::{binary_named, find_quick_gelu, konst, other_input, single_successor};
-use crate::simd::{with_avx2, DisjointOut};
+use crate::simd::with_avx2;
 
 /// One layer's weights, packed for the kernel, with the per-column constants of the
 /// zero-point correction.
@@ -207,27 +208,37 @@ impl EvalOp for QuantizedLinear {
         let mut outputs = self
             .output_shapes(inputs[0].shape())
             .iter()
+            // SAFETY: every element is stored before anything reads it: the bands cover rows
+            // 0..m, each output's blocks cover its columns side by side (`pack`), and the
+            // epilogue stores every element of its band's rows in its block's columns.
             .map(|shape| unsafe { Tensor::uninitialized::<f32>(shape) })
             .collect::<TractResult<TVec<_>>>()?;
-        let mut rows = tvec![];
-        for (out, width) in outputs.iter_mut().zip(&layer.splits) {
-            let mut plain = out.try_as_plain_ram_mut()?;
+        // Vecs, not TVecs: their drop may outlive the borrow of `outputs` (`#[may_dangle]`).
+        let mut plains = outputs
+            .iter_mut()
+            .map(|out| out.try_as_plain_ram_mut())
+            .collect::<TractResult<Vec<_>>>()?;
+        let mut rows = vec![];
+        for (plain, width) in plains.iter_mut().zip(&layer.splits) {
             let ys = plain.as_slice_mut::<f32>()?;
             ensure!(
                 ys.len() == m * width,
                 "QuantizedLinear: output of {} values, expected {m}×{width}",
                 ys.len()
             );
-            rows.push(DisjointOut(ys.as_mut_ptr()));
+            rows.push(DisjointOut::new(ys));
         }
         let task = |(band, block): (&Band, &Block)| -> TractResult<()> {
             let (width, n) = (block.width, layer.splits[block.output]);
             let m = band.rows;
-            // SAFETY: the band's rows lie within the output.
-            let rows = DisjointOut(unsafe { rows[block.output].0.add(band.first * n) });
-            // Every element is stored by the kernel.
+            let rows = rows[block.output].tail(band.first * n);
+            // SAFETY: the kernel's store below writes every element before it is read.
             let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, width])? };
             // One thread per block: the pool's threads share the blocks instead.
+            // SAFETY: `band.packed` was packed by this packing's A format from `m` rows of
+            // `k_padded` values and `block.weights` by its B format from `k_padded × width`,
+            // so the kernel reads within both; the store is `acc`'s own layout (`m × width`
+            // i32, row stride `width`, column stride 1), so it writes within `acc`.
             multithread_tract_scope(Executor::SingleThread, || unsafe {
                 let store = layer
                     .kernel
@@ -254,7 +265,8 @@ impl EvalOp for QuantizedLinear {
                 column_scale: &column_scale[columns.clone()],
                 bias: layer.bias.as_ref().map(|b| &b[columns.clone()]),
             };
-            // SAFETY: `rows` holds m rows of n values; this block writes only its columns.
+            // SAFETY: this task alone touches its band's rows in its block's columns: the
+            // bands split the rows and the blocks the columns.
             unsafe {
                 epilogue(
                     rows,
@@ -267,7 +279,7 @@ impl EvalOp for QuantizedLinear {
             };
             if let (Some(alpha), Some(sigmoid)) = (self.quick_gelu, &sigmoid) {
                 let columns = block.first..block.first + width;
-                // SAFETY: as above.
+                // SAFETY: as for the epilogue: the band's rows, the block's columns.
                 unsafe { quick_gelu(rows, n, columns, m, f32::from_bits(alpha), &**sigmoid)? };
             }
             Ok(())
@@ -309,6 +321,10 @@ struct ColumnTerms<'a> {
 with_avx2! {
 /// The exact integer sums of one column block (`acc`, rows × block), then scale and bias as
 /// the unfused graph applies them, into the block's columns of the `n`-wide rows at `out`.
+///
+/// # Safety
+/// While it runs, nothing else reads or writes columns `first_column..first_column + width`
+/// of `out`'s first `acc.len() / width` rows (`width` = the block's columns).
 unsafe fn epilogue(
     out: DisjointOut,
     n: usize,
@@ -319,8 +335,8 @@ unsafe fn epilogue(
 ) {
     let width = terms.column_scale.len();
     for (row, (acc_row, &row_sum)) in acc.chunks_exact(width).zip(row_sums).enumerate() {
-        // SAFETY: the caller gives rows of n values and a block within them.
-        let y_row = unsafe { std::slice::from_raw_parts_mut(out.0.add(row * n + first_column), width) };
+        // SAFETY: the caller's contract: no one else touches this row's block.
+        let y_row = unsafe { out.slice_mut(row * n + first_column, width) };
         let columns = acc_row
             .iter()
             .zip(terms.neg_weight_zero)
@@ -622,8 +638,11 @@ fn time_kernel(
     let a = a_format.prepare_one(&a, 1, 0)?;
     let b = Tensor::from_shape(&[k_padded, n], &bytes(k_padded * n))?;
     let b = b_format.prepare_one(&b, 0, 1)?;
+    // SAFETY: only the kernel stores into `c`, and nothing reads it.
     let c = unsafe { Tensor::uninitialized::<i32>(&[rows, n])? };
-    best_run(choice, (&*a, &*b), c, runs)
+    // SAFETY: `a` was packed by the choice's A format from `rows × k_padded`, `b` by its B
+    // format from `k_padded × n`, and `c` is `rows × n` i32.
+    unsafe { best_run(choice, (&*a, &*b), c, runs) }
 }
 
 /// The fastest kernel for this encoder's layer shape, measured: tract's own preference

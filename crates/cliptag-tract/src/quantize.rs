@@ -93,6 +93,7 @@ impl EvalOp for VectorDynamicQuantizeLinearU8 {
         let xs = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let (min, max) = min_max_with_zero(xs);
         let (scale, zero_point) = scale_and_zero_point(min, max);
+        // SAFETY: `quantize` stores every element (one per input value) before it is read.
         let mut out = unsafe { Tensor::uninitialized_dt(u8::datum_type(), input.shape())? };
         quantize(
             xs,
