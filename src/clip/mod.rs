@@ -10,6 +10,9 @@
 //!   value_info that otherwise fails analysis once the input facts are concrete.
 //! - Every embedding leaves this module L2-normalised.
 //! - The model id is a content hash of the two ONNX files, so a changed model is noticed.
+//! - Our graph passes, their kernels and the pool a run goes on are `cliptag_tract`'s: this
+//!   module only applies its pass lists, per stage (`Encoder::typed`, `cpu_plan`), so the
+//!   passes build and test without GStreamer or SQLite.
 
 pub mod check;
 pub mod device;
