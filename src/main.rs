@@ -207,7 +207,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Model {
             command: ModelCommand::Quantize { input, output },
         } => {
-            let report = cliptag::clip::int8_export::quantize_model_dir(&input, &output)?;
+            let report = cliptag::clip::quantize_dir::quantize_model_dir(&input, &output)?;
             for (path, layers, before, after) in &report.files {
                 println!(
                     "{}: {layers} layers int8, {:.1} MB -> {:.1} MB",

@@ -89,7 +89,7 @@ fn check_text_of(model: &ClipModel, key: &str, bound: f64) -> f64 {
 fn our_int8_export_matches_transformers() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("int8");
-    let report = cliptag::clip::int8_export::quantize_model_dir(&tiny_model(), &out).unwrap();
+    let report = cliptag::clip::quantize_dir::quantize_model_dir(&tiny_model(), &out).unwrap();
     assert_eq!(report.files.len(), 2);
     for (path, layers, _, _) in &report.files {
         assert!(
@@ -111,7 +111,7 @@ fn our_int8_export_matches_transformers() {
     // 0.99988 and 0.9994.
     check_text_of(&model, "text_embeds", 0.997);
     // An output directory in use is refused, naming it.
-    let err = cliptag::clip::int8_export::quantize_model_dir(&tiny_model(), &out).unwrap_err();
+    let err = cliptag::clip::quantize_dir::quantize_model_dir(&tiny_model(), &out).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
 }
 

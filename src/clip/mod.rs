@@ -10,21 +10,16 @@
 //!   value_info that otherwise fails analysis once the input facts are concrete.
 //! - Every embedding leaves this module L2-normalised.
 //! - The model id is a content hash of the two ONNX files, so a changed model is noticed.
+//! - Our graph passes, their kernels and the pool a run goes on are `cliptag_tract`'s: this
+//!   module only applies its pass lists, per stage (`Encoder::typed`, `cpu_plan`), so the
+//!   passes build and test without GStreamer or SQLite.
 
-pub mod attention;
 pub mod check;
 pub mod device;
-pub mod flinear;
-pub mod fold;
-pub mod int8_export;
 mod layout;
 pub mod options;
 mod preprocess;
-pub mod qlinear;
-pub mod quantize;
-mod simd;
-#[cfg(test)]
-mod test_support;
+pub mod quantize_dir;
 mod tokenizer;
 mod window_pixels;
 
@@ -34,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cliptag_tract::{passes, pool};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::{RunOptions, Runnable};
@@ -396,20 +392,8 @@ impl Encoder {
             return Ok(typed);
         }
         // The int8 layers are fused while the graph still reads as onnxruntime wrote it.
-        // CLIPTAG_GRAPH_PASSES ("qlinear,flinear,attention,fold,quantize" by default, "none"
-        // to turn them all off) exists to measure the passes.
-        if graph_passes().contains(&"qlinear") {
-            let fused = qlinear::fuse_quantized_linear(&mut typed)?;
-            tracing::debug!(fused, "fused int8 linear layers");
-        }
-        if graph_passes().contains(&"flinear") {
-            let fused = flinear::fuse_float_linear(&mut typed)?;
-            tracing::debug!(fused, "fused fp32 linear layers");
-        }
-        if graph_passes().contains(&"attention") {
-            let fused = attention::fuse_attention(&mut typed)?;
-            tracing::debug!(fused, "fused attention cores");
-        }
+        // CLIPTAG_GRAPH_PASSES turns passes off, to measure them.
+        cliptag_tract::apply_decluttered(&mut typed, &passes::enabled(cliptag_tract::DECLUTTERED))?;
         Ok(typed)
     }
 
@@ -441,18 +425,11 @@ impl Encoder {
 
     /// tract's optimisation, then our passes over the optimised graph.
     fn cpu_plan(&self, typed: TypedModel, batch: usize) -> TractResult<Arc<dyn Runnable>> {
-        let passes = graph_passes();
+        let passes = passes::enabled(cliptag_tract::OPTIMIZED);
         let mut optimized = typed.into_optimized()?;
-        // These run on the optimised graph: integer matmuls left to tract (the patch
-        // embedding's convolution) get their weight column sums during codegen.
-        if passes.contains(&"fold") {
-            let report = fold::fold_large_constant_chains(&mut optimized)?;
-            tracing::debug!(path = %self.path.display(), batch, chains = report.chains, nodes = report.nodes, "folded constant chains");
-        }
-        if passes.contains(&"quantize") {
-            let swapped = quantize::vectorise_dynamic_quantize(&mut optimized)?;
-            tracing::debug!(path = %self.path.display(), batch, swapped, "vectorised DynamicQuantizeLinear");
-        }
+        // The passes' debug lines say which file and plan they were for.
+        tracing::debug_span!("plan", path = %self.path.display(), batch)
+            .in_scope(|| cliptag_tract::apply_optimized(&mut optimized, &passes))?;
         Ok(Arc::new(
             optimized.into_runnable_with_options(&self.options)?,
         ))
@@ -494,15 +471,12 @@ impl Encoder {
             let mut out = device::run_guarded(&*plan, inputs)?;
             Ok(out.remove(0).into_tensor())
         };
-        // The whole graph runs on one of the pool's threads, so the thread that does the
-        // element-wise work between matmuls is one of those that share the matmuls: no third
-        // thread competing with the pool for the cores while it spins between products. On
-        // the GPU the pool would only spin while the device works.
-        let out = match (&self.device, &self.options.executor) {
-            (Device::Cpu, Some(tract_linalg::multithread::Executor::MultiThread(pool))) => {
-                pool.install(|| with_hot_pool(run))
-            }
-            _ => run(),
+        // On the CPU the whole graph runs on one of the pool's threads, with the others kept
+        // awake (`cliptag_tract::pool`). On the GPU the pool would only spin while the
+        // device works.
+        let out = match self.device {
+            Device::Cpu => pool::run_on_pool(&self.options, run),
+            Device::Cuda => run(),
         }
         .map_err(|e| infer_err(format_err(&e)))?;
         let view = out
@@ -662,76 +636,6 @@ pub fn hash_files(paths: &[&Path]) -> Result<String, ClipError> {
     Ok(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
 }
 
-/// Which of our graph passes run: `CLIPTAG_GRAPH_PASSES`, for measuring them.
-fn graph_passes() -> Vec<&'static str> {
-    let chosen = std::env::var("CLIPTAG_GRAPH_PASSES")
-        .unwrap_or_else(|_| "qlinear,flinear,attention,fold,quantize".into());
-    ["qlinear", "flinear", "attention", "fold", "quantize"]
-        .into_iter()
-        .filter(|pass| chosen.split(',').any(|c| c.trim() == *pass))
-        .collect()
-}
-
-/// Runs `work` on the current pool thread while the pool's other threads stay awake.
-///
-/// A ViT-B/32 image is about 75 matrix products of a fraction of a millisecond each, with
-/// single-threaded element-wise work between them. Idle rayon threads go to sleep within
-/// microseconds, and waking one costs about as long as its share of a product, so without
-/// this the second core hardly ever gets a share. Each other thread runs a keeper that takes
-/// pool work as soon as it appears and spins (yielding to the OS) until `work` is done: the
-/// same trade onnxruntime's spinning thread pool makes, held only for the length of one run.
-fn with_hot_pool<R>(work: impl FnOnce() -> R) -> R {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let running = Arc::new(AtomicBool::new(true));
-    for _ in 1..rayon::current_num_threads() {
-        let running = running.clone();
-        rayon::spawn(move || {
-            let mut idle = 0u32;
-            while running.load(Ordering::Acquire) {
-                match rayon::yield_now() {
-                    Some(rayon::Yield::Executed) => idle = 0,
-                    _ => {
-                        idle += 1;
-                        if idle.is_multiple_of(64) {
-                            std::thread::yield_now();
-                        } else {
-                            std::hint::spin_loop();
-                        }
-                    }
-                }
-            }
-        });
-    }
-    // Stops the keepers however `work` ends, a panic included.
-    struct Stop(Arc<AtomicBool>);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::Release);
-        }
-    }
-    let _stop = Stop(running);
-    work()
-}
-
-/// The thread pool tract's matrix products use; `threads == 0` means one per core.
-fn run_options(threads: usize) -> RunOptions {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        threads
-    };
-    let mut options = RunOptions::default();
-    if threads > 1 {
-        options.executor = Some(tract_linalg::multithread::Executor::multithread_with_name(
-            threads,
-            "cliptag-clip",
-        ));
-    }
-    options
-}
-
 fn load_text_encoder(
     spec: &ModelSpec,
     options: RunOptions,
@@ -804,7 +708,7 @@ impl ClipModel {
             reason,
         })?;
 
-        let options = run_options(settings.threads);
+        let options = pool::run_options(settings.threads);
         let half = spec.variant == ModelVariant::Fp16;
         let (h, w) = spec.preprocess.output_size();
         let (image_input, _) = spec.layout.input_names();

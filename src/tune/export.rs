@@ -490,7 +490,8 @@ pub fn export_model_dir(
             std::fs::write(&fp32, graph.encode_to_vec()).map_err(|e| err(&fp32, e.to_string()))?;
             written.push(fp32.clone());
         }
-        crate::clip::int8_export::quantize_graph(&mut graph).map_err(|e| err(&fp32, e))?;
+        cliptag_tract::int8_export::quantize_graph(&mut graph)
+            .map_err(|e| err(&fp32, e.to_string()))?;
         let int8 = onnx_dir.join(format!("{name}_quantized.onnx"));
         std::fs::write(&int8, graph.encode_to_vec()).map_err(|e| err(&int8, e.to_string()))?;
         written.push(int8);

@@ -1,6 +1,6 @@
 //! A graph pass: fuse each fp32 linear layer (a matmul by a constant weight, its bias and,
 //! where it follows, CLIP's QuickGELU) into one op that runs tract-linalg's f32 kernel over
-//! column blocks of weights packed at load, the fp32 twin of [`super::qlinear`].
+//! column blocks of weights packed at load, the fp32 twin of [`crate::qlinear`].
 //!
 //! What tract's own codegen does differently for these layers, and what each costs:
 //! - It picks the kernel by reasoning from the instruction set; for the text tower's 77
@@ -39,11 +39,10 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-use super::qlinear::{
-    best_run, binary_named, block_width, find_quick_gelu, konst, other_input, quick_gelu,
-    single_successor, Choice,
-};
-use super::simd::DisjointOut;
+use crate::disjoint::DisjointOut;
+use crate::epilogue::quick_gelu;
+use crate::kernel::{best_run, block_width, Choice};
+use crate::pattern::{binary_named, find_quick_gelu, konst, other_input, single_successor};
 
 /// One layer's weights, packed for the kernel's `a` side in column blocks.
 #[derive(Debug)]
@@ -147,23 +146,32 @@ impl EvalOp for FloatLinear {
             None => None,
         };
         let shape = self.output_shape(inputs[0].shape());
+        // SAFETY: every element is stored before anything reads it: each block's kernel
+        // stores all `m` rows of its columns, and the blocks cover columns 0..n (`pack`).
         let mut output = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         ensure!(
             output.len() == m * n,
             "FloatLinear: output of {} values, expected {m}×{n}",
             output.len()
         );
-        let out = DisjointOut(
-            output
-                .try_as_plain_ram_mut()?
-                .as_slice_mut::<f32>()?
-                .as_mut_ptr(),
-        );
+        // The kernels store through views of `output`, so the epilogue's handle comes from
+        // the same raw pointer, not from a borrow of the whole buffer.
+        let base = output.try_as_plain_ram_mut()?.as_ptr_mut::<f32>()?;
+        // SAFETY: `base` holds the `m × n` values of `output`, which outlives the tasks (they
+        // end before it is returned) and is not otherwise touched meanwhile. Each task
+        // touches only its block's columns: first its kernel stores them, then, after the
+        // kernel has returned, the epilogue goes through `out`.
+        let out = unsafe { DisjointOut::from_raw_parts(base, m * n) };
         let task = |block: &FloatBlock| -> TractResult<()> {
             // The kernel's rows are the block's output columns (stride 1), its columns the
             // tokens (stride n), so it stores straight into the `[m, n]` output.
             let columns = block.first..block.first + block.width;
             let (shape, strides) = ([block.width, m], [1, n as isize]);
+            // SAFETY: the view is `block.width × m` values from column `block.first` with
+            // the output's strides (1 along the block's columns, n along the rows), so it and
+            // the store built on it lie within the `m × n` output and this block's columns.
+            // `block.weights` was packed by this packing's A format from `k × block.width`,
+            // `activations` by its B format from `m × k`, so the kernel reads within both.
             multithread_tract_scope(Executor::SingleThread, || unsafe {
                 let view =
                     TensorView::from_bytes(&output, (block.first * 4) as isize, &shape, &strides);
@@ -185,11 +193,11 @@ impl EvalOp for FloatLinear {
                 )
             })?;
             if let Some(bias) = &layer.bias {
-                // SAFETY: `out` holds m rows of n values; this block writes only its columns.
+                // SAFETY: this task alone touches its block's columns, and its kernel is done.
                 unsafe { add_bias(out, n, columns.clone(), m, &bias[columns.clone()]) };
             }
             if let (Some(alpha), Some(sigmoid)) = (self.quick_gelu, &sigmoid) {
-                // SAFETY: as above.
+                // SAFETY: as for the bias.
                 unsafe { quick_gelu(out, n, columns, m, f32::from_bits(alpha), &**sigmoid)? };
             }
             Ok(())
@@ -207,7 +215,8 @@ impl EvalOp for FloatLinear {
 /// Adds `bias` to the block's `columns` of each of the `m` rows.
 ///
 /// # Safety
-/// `out` holds `m` rows of `n` values and `columns` lies within them.
+/// While it runs, nothing else reads or writes `columns` of `out`'s first `m` rows (rows of
+/// `n` values).
 unsafe fn add_bias(
     out: DisjointOut,
     n: usize,
@@ -216,8 +225,8 @@ unsafe fn add_bias(
     bias: &[f32],
 ) {
     for r in 0..m {
-        let row =
-            unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + columns.start), bias.len()) };
+        // SAFETY: the caller's contract: no one else touches these columns of this row.
+        let row = unsafe { out.slice_mut(r * n + columns.start, bias.len()) };
         for (y, b) in row.iter_mut().zip(bias) {
             *y += b;
         }
@@ -378,8 +387,11 @@ fn time_kernel(
     };
     let w = a_format.prepare_one(&Tensor::from_shape(&[k, width], &values(k * width))?, 0, 1)?;
     let x = b_format.prepare_one(&Tensor::from_shape(&[rows, k], &values(rows * k))?, 1, 0)?;
+    // SAFETY: only the kernel stores into `c`, and nothing reads it.
     let c = unsafe { Tensor::uninitialized::<f32>(&[width, rows])? };
-    best_run(choice, (&*w, &*x), c, runs)
+    // SAFETY: `w` was packed by the choice's A format from `k × width`, `x` by its B format
+    // from `rows × k`, and `c` is `width × rows` f32.
+    unsafe { best_run(choice, (&*w, &*x), c, runs) }
 }
 
 /// The fastest kernel for this encoder's layers at one item's rows and at eight items'.
@@ -503,7 +515,7 @@ pub fn fuse_float_linear(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clip::test_support::{agreement, decluttered, inputs, run};
+    use crate::test_support::{agreement, decluttered, inputs, run};
 
     /// The pass on the fixture's fp32 exports at batch 2 (so `[batch, tokens, K]` inputs are
     /// flattened): every matmul by a constant is fused, and every output agrees with tract's
@@ -546,7 +558,7 @@ mod tests {
     /// its tile, against a plain triple loop.
     #[test]
     fn every_kernel_matches_a_plain_product() {
-        let mut next = crate::clip::test_support::random_bits();
+        let mut next = crate::test_support::random_bits();
         let mut value = || (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
         for (m, k, n) in [(50, 37, 70), (3, 64, 200), (77, 96, 33)] {
             let xs: Vec<f32> = (0..m * k).map(|_| value()).collect();

@@ -25,11 +25,11 @@ use rayon::prelude::*;
 use tract_linalg::routines::Func;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
-use super::simd::DisjointOut;
+use crate::disjoint::DisjointOut;
+use crate::pattern::{binary_named, single_successor_inlet};
 
 /// Where each axis of the fused op's output comes from.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -149,6 +149,9 @@ impl EvalOp for HeadAttention {
             value_width,
             mask_strides,
         };
+        // SAFETY: every element is stored before anything reads it: each (item, head) pair's
+        // weighted sum stores its `tokens × value_width` values, and the pairs cover the
+        // output.
         let mut out =
             unsafe { Tensor::uninitialized::<f32>(&self.output_shape(q.shape(), v.shape()))? };
         let q = q.try_as_plain_ram()?;
@@ -168,10 +171,11 @@ impl EvalOp for HeadAttention {
         let scale = self.scale_bits.map(f32::from_bits).unwrap_or(1.0);
         {
             let mut plain = out.try_as_plain_ram_mut()?;
-            let rows = DisjointOut(plain.as_slice_mut::<f32>()?.as_mut_ptr());
+            let rows = DisjointOut::new(plain.as_slice_mut::<f32>()?);
             let task = |pair: usize| {
-                // SAFETY: `pair` < batch·heads, every slice has the sizes checked above, and
-                // no two pairs write the same output element.
+                // SAFETY: `pair` < batch·heads, q, k, v and the output have the sizes checked
+                // above, and each pair writes only its own item's rows in its own head's
+                // columns, so no two tasks touch the same output element.
                 unsafe { one_head(pair, &dims, q, k, v, mask, scale, &kernels, rows) }
             };
             // Only inside the encoder's pool: elsewhere rayon would start a global pool.
@@ -202,6 +206,12 @@ impl Kernels {
 }
 
 /// One `(item, head)` pair: scores, mask, softmax, weighted sum into the output rows.
+///
+/// # Safety
+/// `pair < batch·heads`; `q` and `k`/`v` hold `[batch, tokens or keys, heads, width or
+/// value_width]` values as `d` describes them, and `out` holds `[batch, tokens, heads,
+/// value_width]` values; while it runs, nothing else touches this pair's elements of `out`
+/// (its item's rows, its head's columns).
 #[allow(clippy::too_many_arguments)]
 unsafe fn one_head(
     pair: usize,
@@ -224,6 +234,10 @@ unsafe fn one_head(
     let scores = scores.as_slice_mut::<f32>()?;
     let row = (d.heads * d.width) as isize;
     let value_row = (d.heads * d.value_width) as isize;
+    // SAFETY: this pair's Q is `tokens` rows of `width` values, `row` apart, from
+    // (item·tokens·heads + head)·width, and its K (read transposed) `keys` rows likewise: both
+    // within q and k by the caller's contract. `scores` holds tokens rows of `stride ≥ keys`
+    // values. With β = 0 sgemm only writes `scores`.
     unsafe {
         // scores[t, s] = scale · Σ_c q[item, t, head, c] · k[item, s, head, c]
         matrixmultiply::sgemm(
@@ -256,6 +270,11 @@ unsafe fn one_head(
         let sum = kernels.exp_sum.run_with_params(scores, max)?;
         kernels.scale.run_with_params(scores, sum.recip())?;
     }
+    // SAFETY: `scores` is read as tokens × keys within its tokens × stride values; this pair's
+    // V is `keys` rows of `value_width` values, `value_row` apart, within v; its output is
+    // `tokens` rows of `value_width` values, `value_row` apart, from
+    // (item·tokens·heads + head)·value_width, within `out` and, by the caller's contract,
+    // touched by no one else. With β = 0 sgemm writes the output without reading it.
     unsafe {
         // out[item, t, head, c] = Σ_s scores[t, s] · v[item, s, head, c]
         matrixmultiply::sgemm(
@@ -271,7 +290,7 @@ unsafe fn one_head(
             value_row,
             1,
             0.0,
-            out.0
+            out.as_mut_ptr()
                 .add((item * d.tokens * d.heads + head) * d.value_width),
             value_row,
             1,
@@ -383,19 +402,6 @@ fn weighted_sum_axes(model: &TypedModel, node: &TypedNode) -> Option<TVec<OutAxi
     (order == expected).then_some(axes)
 }
 
-fn single_successor(model: &TypedModel, node: usize) -> Option<InletId> {
-    match model.node(node).outputs.as_slice() {
-        [o] if o.successors.len() == 1 => Some(o.successors[0]),
-        _ => None,
-    }
-}
-
-fn binary_named<'m>(model: &'m TypedModel, node: usize, name: &str) -> Option<&'m TypedNode> {
-    let n = model.node(node);
-    let op = n.op_as::<TypedBinOp>()?;
-    (op.0.name() == name && n.inputs.len() == 2).then_some(n)
-}
-
 /// What the pass found around one softmax.
 struct Found {
     q: OutletId,
@@ -435,7 +441,7 @@ fn find(model: &TypedModel, softmax_node: usize) -> Option<Found> {
         let scores_shape = &scores_fact.shape;
         if mask_fact.datum_type != DatumType::F32
             || mask_fact.rank() > rank
-            || single_successor(model, scores.node)?.node != at
+            || single_successor_inlet(model, scores.node)?.node != at
         {
             return None;
         }
@@ -463,7 +469,7 @@ fn find(model: &TypedModel, softmax_node: usize) -> Option<Found> {
             (Some(f), None) => (mul.inputs[1], f),
             _ => return None,
         };
-        if single_successor(model, scores.node)?.node != at {
+        if single_successor_inlet(model, scores.node)?.node != at {
             return None;
         }
         scale = Some(factor.cast_to_scalar::<f32>().ok()?);
@@ -473,11 +479,12 @@ fn find(model: &TypedModel, softmax_node: usize) -> Option<Found> {
     if !is_scores_product(model, scores) {
         return None;
     }
-    if mask.is_none() && scale.is_none() && single_successor(model, at)?.node != softmax_node {
+    if mask.is_none() && scale.is_none() && single_successor_inlet(model, at)?.node != softmax_node
+    {
         return None;
     }
     // Forwards: the softmax feeds only the weighted sum, as its first input.
-    let next = single_successor(model, softmax_node)?;
+    let next = single_successor_inlet(model, softmax_node)?;
     let sum = model.node(next.node);
     if next.slot != 0 {
         return None;
@@ -547,7 +554,7 @@ pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod fixture_tests {
     use super::*;
-    use crate::clip::test_support::{agreement, decluttered, inputs, run};
+    use crate::test_support::{agreement, decluttered, inputs, run};
 
     /// The pass on the fixture's real exports (vision, and text with its causal mask), at
     /// batch 1 and 2, run on one thread and in a two-thread pool: every attention block is

@@ -1,15 +1,15 @@
-//! Shared scaffolding for the clip stage's tests: a seeded generator, the committed tiny
-//! fixture exports with deterministic inputs for them, and the agreement measure every graph
-//! pass is held to.
+//! Shared scaffolding for the passes' tests: a seeded generator, the workspace's committed
+//! tiny fixture exports with deterministic inputs for them, and the agreement measure every
+//! graph pass is held to.
 
 use std::path::PathBuf;
 
 use tract_onnx::prelude::*;
 
-/// One of the committed tiny-CLIP ONNX files under `models/tiny-clip/onnx`.
+/// One of the committed tiny-CLIP ONNX files under the workspace's `models/tiny-clip/onnx`.
 pub fn fixture(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("models/tiny-clip/onnx")
+        .join("../../models/tiny-clip/onnx")
         .join(file)
 }
 

@@ -1,5 +1,4 @@
-//! Helpers for the few hot loops we write ourselves: run-time choice of instruction set, and
-//! an output that pool tasks write disjoint parts of.
+//! Run-time choice of instruction set for the few hot loops we write ourselves.
 //!
 //! The shipped x86-64 binary targets the baseline (SSE2), where integer multiplies and
 //! float/int conversions vectorise poorly. [`with_avx2!`] compiles a loop body a second time
@@ -18,6 +17,10 @@ macro_rules! with_avx2 {
 
             #[cfg(target_arch = "x86_64")]
             {
+                /// `body` compiled for AVX2 and FMA.
+                ///
+                /// # Safety
+                /// The CPU supports AVX2 and FMA.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
@@ -34,13 +37,22 @@ macro_rules! with_avx2 {
     ($(#[$meta:meta])* $vis:vis unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+            /// The function's body, compiled once per instruction set that calls it.
+            ///
+            /// # Safety
+            /// The function's own contract.
             #[inline(always)]
             unsafe fn body($($arg: $ty),*) $(-> $ret)? $body
 
             #[cfg(target_arch = "x86_64")]
             {
+                /// `body` compiled for AVX2 and FMA.
+                ///
+                /// # Safety
+                /// The CPU supports AVX2 and FMA, and the function's own contract holds.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    // SAFETY: the caller upholds the function's own contract.
                     unsafe { body($($arg),*) }
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -56,12 +68,3 @@ macro_rules! with_avx2 {
 }
 
 pub(crate) use with_avx2;
-
-/// An output buffer that several pool tasks write at once, each into its own disjoint part
-/// (rows, column blocks or row bands). The pointer is valid for the duration of the scope
-/// that spawned the tasks.
-#[derive(Clone, Copy)]
-pub(super) struct DisjointOut(pub(super) *mut f32);
-// SAFETY: every user hands each task a part of the buffer no other task writes.
-unsafe impl Send for DisjointOut {}
-unsafe impl Sync for DisjointOut {}

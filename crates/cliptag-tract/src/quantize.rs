@@ -15,7 +15,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::simd::with_avx2;
+use crate::simd::with_avx2;
 
 /// 1.5 · 2²³: adding then subtracting it rounds an f32 below 2²² to the nearest integer,
 /// ties to even, under the default rounding mode.
@@ -93,6 +93,7 @@ impl EvalOp for VectorDynamicQuantizeLinearU8 {
         let xs = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let (min, max) = min_max_with_zero(xs);
         let (scale, zero_point) = scale_and_zero_point(min, max);
+        // SAFETY: `quantize` stores every element (one per input value) before it is read.
         let mut out = unsafe { Tensor::uninitialized_dt(u8::datum_type(), input.shape())? };
         quantize(
             xs,
@@ -176,7 +177,7 @@ mod tests {
 
     #[test]
     fn bit_identical_to_the_plain_arithmetic() {
-        let mut bits = crate::clip::test_support::random_bits();
+        let mut bits = crate::test_support::random_bits();
         let mut next = || (bits() >> 40) as f32 / (1u64 << 24) as f32;
         for (len, lo, hi) in [
             (1, -1.0, 1.0),

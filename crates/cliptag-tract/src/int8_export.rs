@@ -1,7 +1,10 @@
-//! `cliptag model quantize`: rewrite an fp32 CLIP model directory into int8 files that run
-//! on our fused int8 path (`qlinear.rs`) and that onnxruntime loads as well.
+//! The int8 ONNX writer: rewrites an fp32 CLIP graph (a decoded `ModelProto`) into one whose
+//! linear layers run on the fused int8 path ([`crate::qlinear`]) and that onnxruntime loads
+//! as well. `cliptag model quantize` and the tuner's export write their files with it.
 //!
 //! Rules, and why:
+//! - Graph in, graph out: reading, writing and copying model directories is the caller's,
+//!   so this holds only what the ONNX format and our int8 op agree on.
 //! - Only `MatMul` nodes whose second input is a rank-2 fp32 initializer change: they hold
 //!   nearly all of a ViT's weights and time. Attention's activation × activation products,
 //!   convolutions, norms and the small embeddings stay fp32.
@@ -23,30 +26,23 @@
 //! - The fp32 initializers no longer read are dropped, so the file shrinks about 4×.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 
-use prost::Message;
 use tract_onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto,
     TensorProto,
 };
 
-use super::layout::{detect, Layout};
-use super::ClipError;
-
-/// What `quantize_model_dir` wrote.
-#[derive(Debug)]
-pub struct QuantizeReport {
-    pub layout: Layout,
-    /// (written file, layers quantized, bytes before, bytes after)
-    pub files: Vec<(PathBuf, usize, u64, u64)>,
-}
-
-fn bad(path: &Path, reason: impl Into<String>) -> ClipError {
-    ClipError::BadFile {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+/// Why a graph could not be rewritten.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("the file holds no graph")]
+    NoGraph,
+    #[error("initializer {name:?}: {values} values for dims {dims:?}")]
+    InitializerSize {
+        name: String,
+        values: usize,
+        dims: Vec<i64>,
+    },
 }
 
 /// The fp32 values of an initializer, whichever field holds them.
@@ -168,8 +164,8 @@ fn cast_to_float(name: String, input: &str, output: &str) -> NodeProto {
 
 /// Rewrites the graph's weight matmuls and vocabulary tables in place; returns how many
 /// matmuls.
-pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
-    let graph = model.graph.as_mut().ok_or("the file holds no graph")?;
+pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, ExportError> {
+    let graph = model.graph.as_mut().ok_or(ExportError::NoGraph)?;
     let initializers: HashMap<String, usize> = graph
         .initializer
         .iter()
@@ -248,12 +244,11 @@ pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
         };
         let (k, cols) = (weight.dims[0] as usize, weight.dims[1] as usize);
         if values.len() != k * cols {
-            return Err(format!(
-                "initializer {:?}: {} values for dims {:?}",
-                weight.name,
-                values.len(),
-                weight.dims
-            ));
+            return Err(ExportError::InitializerSize {
+                name: weight.name.clone(),
+                values: values.len(),
+                dims: weight.dims.clone(),
+            });
         }
         let w_name = weight.name.clone();
         let (wq, ws, wz) = quantized_weights
@@ -349,84 +344,6 @@ pub fn quantize_graph(model: &mut ModelProto) -> Result<usize, String> {
     graph.input.retain(|i| !unread.contains(&i.name));
     graph.initializer.extend(new_initializers);
     Ok(layers)
-}
-
-fn quantize_file(from: &Path, to: &Path) -> Result<(usize, u64, u64), ClipError> {
-    let bytes = std::fs::read(from).map_err(|e| bad(from, e.to_string()))?;
-    let mut model = ModelProto::decode(bytes.as_slice())
-        .map_err(|e| bad(from, format!("not an ONNX model: {e}")))?;
-    let layers = quantize_graph(&mut model).map_err(|reason| bad(from, reason))?;
-    if layers == 0 {
-        return Err(bad(from, "no MatMul with an fp32 weight to quantize"));
-    }
-    let out = model.encode_to_vec();
-    if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| bad(dir, e.to_string()))?;
-    }
-    std::fs::write(to, &out).map_err(|e| bad(to, e.to_string()))?;
-    Ok((layers, bytes.len() as u64, out.len() as u64))
-}
-
-/// Writes `output`: a copy of the model directory `input` with int8 encoders. A Xenova
-/// directory gains `onnx/*_quantized.onnx` beside the fp32 files (so `variant = "auto"`
-/// picks them); an Immich directory's `visual/model.onnx` and `textual/model.onnx` are
-/// replaced.
-pub fn quantize_model_dir(input: &Path, output: &Path) -> Result<QuantizeReport, ClipError> {
-    let layout = detect(input)?;
-    if output.exists()
-        && std::fs::read_dir(output)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(bad(output, "the output directory exists and is not empty"));
-    }
-    let encoders: &[(&str, &str)] = match layout {
-        Layout::Xenova => &[
-            ("onnx/vision_model.onnx", "onnx/vision_model_quantized.onnx"),
-            ("onnx/text_model.onnx", "onnx/text_model_quantized.onnx"),
-        ],
-        Layout::Immich => &[
-            ("visual/model.onnx", "visual/model.onnx"),
-            ("textual/model.onnx", "textual/model.onnx"),
-        ],
-    };
-    let rewritten: HashSet<&str> = encoders.iter().map(|(_, to)| *to).collect();
-    copy_tree(input, output, Path::new(""), &rewritten)?;
-    let mut report = QuantizeReport {
-        layout,
-        files: vec![],
-    };
-    for (from, to) in encoders {
-        let (from, to) = (input.join(from), output.join(to));
-        if !from.is_file() {
-            return Err(ClipError::MissingFile {
-                dir: input.to_path_buf(),
-                what: "an fp32 encoder".into(),
-                path: from,
-            });
-        }
-        let (layers, before, after) = quantize_file(&from, &to)?;
-        report.files.push((to, layers, before, after));
-    }
-    Ok(report)
-}
-
-/// Copies every file under `from/rel` except those about to be written.
-fn copy_tree(from: &Path, to: &Path, rel: &Path, skip: &HashSet<&str>) -> Result<(), ClipError> {
-    let dir = from.join(rel);
-    let entries = std::fs::read_dir(&dir).map_err(|e| bad(&dir, e.to_string()))?;
-    std::fs::create_dir_all(to.join(rel)).map_err(|e| bad(&to.join(rel), e.to_string()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| bad(&dir, e.to_string()))?;
-        let rel = rel.join(entry.file_name());
-        let path = entry.path();
-        if path.is_dir() {
-            copy_tree(from, to, &rel, skip)?;
-        } else if !skip.contains(rel.to_string_lossy().as_ref()) {
-            std::fs::copy(&path, to.join(&rel)).map_err(|e| bad(&path, e.to_string()))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -28,18 +28,19 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use tract_linalg::element_wise::ElementWise;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul, MmmDispatch, Query};
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_linalg::routines::Func;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 
-use super::simd::{with_avx2, DisjointOut};
+use crate::disjoint::DisjointOut;
+use crate::epilogue::quick_gelu;
+use crate::kernel::{best_run, block_width, Choice};
+use crate::pattern::{binary_named, find_quick_gelu, konst, other_input, single_successor};
+use crate::simd::with_avx2;
 
 /// One layer's weights, packed for the kernel, with the per-column constants of the
 /// zero-point correction.
@@ -65,9 +66,6 @@ pub struct PackedLinear {
     bias: Option<Vec<f32>>,
     fingerprint: u64,
 }
-
-/// A kernel and the index of the packing it is used with.
-pub(super) type Choice = (Box<dyn MatMatMul>, usize);
 
 #[derive(Clone, Debug)]
 pub struct QuantizedLinear {
@@ -210,27 +208,37 @@ impl EvalOp for QuantizedLinear {
         let mut outputs = self
             .output_shapes(inputs[0].shape())
             .iter()
+            // SAFETY: every element is stored before anything reads it: the bands cover rows
+            // 0..m, each output's blocks cover its columns side by side (`pack`), and the
+            // epilogue stores every element of its band's rows in its block's columns.
             .map(|shape| unsafe { Tensor::uninitialized::<f32>(shape) })
             .collect::<TractResult<TVec<_>>>()?;
-        let mut rows = tvec![];
-        for (out, width) in outputs.iter_mut().zip(&layer.splits) {
-            let mut plain = out.try_as_plain_ram_mut()?;
+        // Vecs, not TVecs: their drop may outlive the borrow of `outputs` (`#[may_dangle]`).
+        let mut plains = outputs
+            .iter_mut()
+            .map(|out| out.try_as_plain_ram_mut())
+            .collect::<TractResult<Vec<_>>>()?;
+        let mut rows = vec![];
+        for (plain, width) in plains.iter_mut().zip(&layer.splits) {
             let ys = plain.as_slice_mut::<f32>()?;
             ensure!(
                 ys.len() == m * width,
                 "QuantizedLinear: output of {} values, expected {m}×{width}",
                 ys.len()
             );
-            rows.push(DisjointOut(ys.as_mut_ptr()));
+            rows.push(DisjointOut::new(ys));
         }
         let task = |(band, block): (&Band, &Block)| -> TractResult<()> {
             let (width, n) = (block.width, layer.splits[block.output]);
             let m = band.rows;
-            // SAFETY: the band's rows lie within the output.
-            let rows = DisjointOut(unsafe { rows[block.output].0.add(band.first * n) });
-            // Every element is stored by the kernel.
+            let rows = rows[block.output].tail(band.first * n);
+            // SAFETY: the kernel's store below writes every element before it is read.
             let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, width])? };
             // One thread per block: the pool's threads share the blocks instead.
+            // SAFETY: `band.packed` was packed by this packing's A format from `m` rows of
+            // `k_padded` values and `block.weights` by its B format from `k_padded × width`,
+            // so the kernel reads within both; the store is `acc`'s own layout (`m × width`
+            // i32, row stride `width`, column stride 1), so it writes within `acc`.
             multithread_tract_scope(Executor::SingleThread, || unsafe {
                 let store = layer
                     .kernel
@@ -257,7 +265,8 @@ impl EvalOp for QuantizedLinear {
                 column_scale: &column_scale[columns.clone()],
                 bias: layer.bias.as_ref().map(|b| &b[columns.clone()]),
             };
-            // SAFETY: `rows` holds m rows of n values; this block writes only its columns.
+            // SAFETY: this task alone touches its band's rows in its block's columns: the
+            // bands split the rows and the blocks the columns.
             unsafe {
                 epilogue(
                     rows,
@@ -270,7 +279,7 @@ impl EvalOp for QuantizedLinear {
             };
             if let (Some(alpha), Some(sigmoid)) = (self.quick_gelu, &sigmoid) {
                 let columns = block.first..block.first + width;
-                // SAFETY: as above.
+                // SAFETY: as for the epilogue: the band's rows, the block's columns.
                 unsafe { quick_gelu(rows, n, columns, m, f32::from_bits(alpha), &**sigmoid)? };
             }
             Ok(())
@@ -312,6 +321,10 @@ struct ColumnTerms<'a> {
 with_avx2! {
 /// The exact integer sums of one column block (`acc`, rows × block), then scale and bias as
 /// the unfused graph applies them, into the block's columns of the `n`-wide rows at `out`.
+///
+/// # Safety
+/// While it runs, nothing else reads or writes columns `first_column..first_column + width`
+/// of `out`'s first `acc.len() / width` rows (`width` = the block's columns).
 unsafe fn epilogue(
     out: DisjointOut,
     n: usize,
@@ -322,8 +335,8 @@ unsafe fn epilogue(
 ) {
     let width = terms.column_scale.len();
     for (row, (acc_row, &row_sum)) in acc.chunks_exact(width).zip(row_sums).enumerate() {
-        // SAFETY: the caller gives rows of n values and a block within them.
-        let y_row = unsafe { std::slice::from_raw_parts_mut(out.0.add(row * n + first_column), width) };
+        // SAFETY: the caller's contract: no one else touches this row's block.
+        let y_row = unsafe { out.slice_mut(row * n + first_column, width) };
         let columns = acc_row
             .iter()
             .zip(terms.neg_weight_zero)
@@ -340,36 +353,6 @@ unsafe fn epilogue(
         }
     }
 }
-}
-
-/// `y·sigmoid(α·y)` over one column block, with the steps and the sigmoid kernel of tract's
-/// unfused `Mul → Sigmoid → Mul`, so the values are the same.
-///
-/// # Safety
-/// `out` holds `m` rows of `n` values and `columns` lies within them.
-pub(super) unsafe fn quick_gelu(
-    out: DisjointOut,
-    n: usize,
-    columns: std::ops::Range<usize>,
-    m: usize,
-    alpha: f32,
-    sigmoid: &dyn ElementWise<f32>,
-) -> TractResult<()> {
-    let width = columns.len();
-    let row = |r: usize| unsafe {
-        std::slice::from_raw_parts_mut(out.0.add(r * n + columns.start), width)
-    };
-    let mut gate = Vec::with_capacity(m * width);
-    for r in 0..m {
-        gate.extend(row(r).iter().map(|y| y * alpha));
-    }
-    sigmoid.run(&mut gate)?;
-    for (r, gate) in gate.chunks_exact(width).enumerate() {
-        for (y, g) in row(r).iter_mut().zip(gate) {
-            *y *= g;
-        }
-    }
-    Ok(())
 }
 
 /// The bytes of a u8 or i8 tensor, and what XOR turns them into `i8` values offset as the
@@ -453,10 +436,6 @@ struct Found {
     rows: usize,
 }
 
-pub(super) fn konst(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
-    model.outlet_fact(outlet).ok()?.konst.clone()
-}
-
 fn is_scalar_value(t: &Tensor, value: f64) -> bool {
     t.len() == 1
         && t.cast_to_scalar::<f64>()
@@ -472,33 +451,6 @@ fn through_add_axes(model: &TypedModel, mut outlet: OutletId) -> OutletId {
             Some(AxisOp::Add(_)) if node.inputs.len() == 1 => outlet = node.inputs[0],
             _ => return outlet,
         }
-    }
-}
-
-pub(super) fn single_successor(model: &TypedModel, node: usize) -> Option<usize> {
-    let n = model.node(node);
-    match n.outputs.as_slice() {
-        [o] if o.successors.len() == 1 => Some(o.successors[0].node),
-        _ => None,
-    }
-}
-
-pub(super) fn binary_named<'m>(
-    model: &'m TypedModel,
-    node: usize,
-    name: &str,
-) -> Option<&'m TypedNode> {
-    let n = model.node(node);
-    let op = n.op_as::<TypedBinOp>()?;
-    (op.0.name() == name && n.inputs.len() == 2).then_some(n)
-}
-
-/// The other input of a binary node.
-pub(super) fn other_input(node: &TypedNode, this: usize) -> Option<OutletId> {
-    match node.inputs.as_slice() {
-        [a, b] if a.node == this => Some(*b),
-        [a, b] if b.node == this => Some(*a),
-        _ => None,
     }
 }
 
@@ -686,42 +638,11 @@ fn time_kernel(
     let a = a_format.prepare_one(&a, 1, 0)?;
     let b = Tensor::from_shape(&[k_padded, n], &bytes(k_padded * n))?;
     let b = b_format.prepare_one(&b, 0, 1)?;
+    // SAFETY: only the kernel stores into `c`, and nothing reads it.
     let c = unsafe { Tensor::uninitialized::<i32>(&[rows, n])? };
-    best_run(choice, (&*a, &*b), c, runs)
-}
-
-/// The best of `runs` products `a·b` by `choice`, stored row-major into `c` (`m × n`, 4-byte
-/// values).
-pub(super) fn best_run(
-    (kernel, packing): &Choice,
-    (a, b): (&dyn MMMInputValue, &dyn MMMInputValue),
-    mut c: Tensor,
-    runs: usize,
-) -> TractResult<std::time::Duration> {
-    let (m, n) = (c.shape()[0], c.shape()[1]);
-    let mut best = std::time::Duration::MAX;
-    for _ in 0..runs {
-        let start = std::time::Instant::now();
-        unsafe {
-            let store = kernel
-                .c_from_data_and_strides(4, n as isize, 1)
-                .wrap(&c.view_mut());
-            kernel.run(
-                m,
-                n,
-                &[
-                    FusedSpec::AddMatMul {
-                        a: AsInputValue::Borrowed(a),
-                        b: AsInputValue::Borrowed(b),
-                        packing: *packing,
-                    },
-                    FusedSpec::Store(store),
-                ],
-            )?;
-        }
-        best = best.min(start.elapsed());
-    }
-    Ok(best)
+    // SAFETY: `a` was packed by the choice's A format from `rows × k_padded`, `b` by its B
+    // format from `k_padded × n`, and `c` is `rows × n` i32.
+    unsafe { best_run(choice, (&*a, &*b), c, runs) }
 }
 
 /// The fastest kernel for this encoder's layer shape, measured: tract's own preference
@@ -758,14 +679,6 @@ fn choose_kernel(rows: usize, k: usize, n: usize) -> TractResult<Choice> {
     }
     best.map(|(_, choice)| choice)
         .ok_or_else(|| format_err!("no int8 matmul kernel for k={k} n={n}"))
-}
-
-/// Columns per block: a few blocks per thread for an even share (8 blocks for the narrow
-/// layers, 128 columns each for the wide ones), whole kernel panels, and few enough that
-/// each block still runs a kernel-sized product.
-pub(super) fn block_width(n: usize, panel: usize) -> usize {
-    let width = n.div_ceil(8).clamp(64, 128);
-    width.next_multiple_of(panel.max(1))
 }
 
 /// Packs a layer whose columns are `splits` outputs side by side (one output: `[n]`).
@@ -1016,45 +929,6 @@ fn fuse_quick_gelu(model: &mut TypedModel) -> TractResult<usize> {
     Ok(fused)
 }
 
-/// `α` and the final Mul of a QuickGELU that takes layer `id`'s output and nothing else does.
-pub(super) fn find_quick_gelu(model: &TypedModel, id: usize) -> Option<(f32, usize)> {
-    let successors: Vec<usize> = match model.node(id).outputs.as_slice() {
-        [o] if o.successors.len() == 2 => o.successors.iter().map(|s| s.node).collect(),
-        _ => return None,
-    };
-    // Which successor scales by α (then feeds only a Sigmoid), which multiplies by the gate.
-    for (scale, product) in [
-        (successors[0], successors[1]),
-        (successors[1], successors[0]),
-    ] {
-        let Some(scale_node) = binary_named(model, scale, "Mul") else {
-            continue;
-        };
-        let Some(alpha) = other_input(scale_node, id)
-            .and_then(|o| konst(model, o))
-            .filter(|k| k.len() == 1 && k.datum_type() == DatumType::F32)
-            .and_then(|k| k.cast_to_scalar::<f32>().ok())
-        else {
-            continue;
-        };
-        let Some(sigmoid) = single_successor(model, scale) else {
-            continue;
-        };
-        let is_sigmoid = model
-            .node(sigmoid)
-            .op_as::<ElementWiseOp>()
-            .is_some_and(|e| e.0.name() == "Sigmoid");
-        let Some(product_node) = binary_named(model, product, "Mul") else {
-            continue;
-        };
-        let gated = other_input(product_node, id).is_some_and(|o| o.node == sigmoid);
-        if is_sigmoid && gated && single_successor(model, sigmoid) == Some(product) {
-            return Some((alpha, product));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1228,7 +1102,7 @@ mod tests {
 #[cfg(test)]
 mod fixture_tests {
     use super::*;
-    use crate::clip::test_support::{agreement, decluttered, inputs, run};
+    use crate::test_support::{agreement, decluttered, inputs, run};
 
     /// The pass on onnxruntime's real int8 exports of the fixture, at batch 2 (so the
     /// `[batch, tokens, K]` inputs are flattened): every integer matmul is fused, and every
