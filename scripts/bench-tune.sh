@@ -18,7 +18,7 @@ PATCH_KEEP=${PATCH_KEEP:-0.5}
 STEPS=${STEPS:-4}
 PROFILE=${PROFILE:-dev}
 case "$PROFILE" in dev) outdir=target/debug ;; *) outdir=target/$PROFILE ;; esac
-cargo build --quiet --profile "$PROFILE" --features tune --bin cliptag-tune
+cargo build --quiet --profile "$PROFILE" -p cliptag-tune --bin cliptag-tune
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

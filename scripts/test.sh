@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root): dependencies, formatting,
-# then every test (real GStreamer, real SQLite, real tract, real clips), the `cuda` build's
-# device tests, and the aarch64 build run under qemu-user. Ends with one summary line over
-# all test binaries.
+# then every test of the workspace (real GStreamer, real SQLite, real tract, real clips),
+# built once with the `cuda` feature (it needs no toolkit to build; without a GPU its device
+# tests check the fallback to the CPU), and the aarch64 build run under qemu-user. Ends
+# with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
-cargo fmt --check
+cargo fmt --all --check
 # The service unit: `systemd-analyze verify` clean and exposure score ≤ 2.5.
 bash scripts/check-systemd.sh
 # A fresh clone builds once: incremental caches would only cost disk.
@@ -14,18 +15,13 @@ export CARGO_INCREMENTAL=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-# The daemon tests spawn examples/rtsp_test_server; `cargo test` alone builds examples only
-# as test harnesses.
-# With `tune`: the suite covers the workstation tuner too (the edge build is the default one,
-# built by the aarch64 step below).
-cargo build --locked --features tune --examples 2>&1 | tee "$log" &&
-    cargo test --locked --features tune --all-targets 2>&1 | tee -a "$log" &&
-    # The `cuda` build (no toolkit needed to build): without a GPU its device tests check the
-    # fallback to the CPU and say that the GPU test was skipped.
-    cargo test --locked --features cuda --test device 2>&1 | tee -a "$log" &&
+# One build of every target (the daemon tests spawn examples/rtsp_test_server, which
+# `cargo test` alone would build only as a test harness), then every test binary.
+cargo build --locked --workspace --features cliptag/cuda --all-targets 2>&1 | tee "$log" &&
+    cargo test --locked --workspace --features cliptag/cuda 2>&1 | tee -a "$log" &&
     # The aarch64 build under qemu-user, compared with this machine's embeddings.
     { bash cross/setup-debian-arm64.sh &&
-        CLIPTAG_HOST_FEATURES=tune bash cross/smoke-aarch64.sh --profile dev; } 2>&1 |
+        CLIPTAG_HOST_FEATURES=cuda bash cross/smoke-aarch64.sh --profile dev; } 2>&1 |
     grep -v '^ *Compiling ' | tee -a "$log"
 status=${PIPESTATUS[0]}
 set -e

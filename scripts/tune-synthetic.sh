@@ -22,7 +22,7 @@ patch_keep=${PATCH_KEEP:-1}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-cargo build --locked --features tune --bin cliptag --bin cliptag-tune
+cargo build --locked --bin cliptag && cargo build --locked -p cliptag-tune --bin cliptag-tune
 bin=$repo/target/debug
 scripts/make-synthetic-dataset.sh "$out/data" "$per_class" 8
 # An explicit split, so the daemon step below knows the held-out clips: clip i of each

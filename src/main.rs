@@ -138,7 +138,7 @@ struct QueryArgs {
 }
 
 fn main() -> ExitCode {
-    cliptag::tune_allocator();
+    cliptag::memory::tune_allocator();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // journald and log files want plain text; colour only for a person at a terminal.

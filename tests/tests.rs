@@ -18,5 +18,3 @@ mod layouts;
 mod model_check;
 mod store;
 mod supervise;
-#[cfg(feature = "tune")]
-mod tune;

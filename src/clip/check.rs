@@ -4,7 +4,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{hash_files, ClipError, ClipModel, GraphInfo, ModelSettings, TextTower};
+use super::encoder::GraphInfo;
+use super::error::ClipError;
+use super::identity::hash_files;
+use super::model::{ClipModel, TextTower};
+use super::options::ModelSettings;
+use super::vectors::cosine;
 use crate::ingest::RgbImage;
 
 pub struct FileReport {
@@ -77,7 +82,7 @@ fn self_test(model: &ClipModel) -> Result<Vec<String>, ClipError> {
     let dim = model.embedding_dim;
     let mut lines = Vec::new();
     lines.push(unit_and_finite("image embedding", &images[0], dim).map_err(fail)?);
-    if super::cosine(&images[0], &images[1]) < 0.99999 {
+    if cosine(&images[0], &images[1]) < 0.99999 {
         return Err(fail(
             "the same image embedded twice in one batch gave different embeddings".into(),
         ));
@@ -90,7 +95,7 @@ fn self_test(model: &ClipModel) -> Result<Vec<String>, ClipError> {
     for (caption, (_, e)) in captions.iter().zip(&texts) {
         lines.push(format!(
             "cosine(image, {caption:?}) = {:.4}",
-            super::cosine(&images[0], e)
+            cosine(&images[0], e)
         ));
     }
     Ok(lines)

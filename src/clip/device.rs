@@ -18,8 +18,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::format_err;
 use tract_onnx::tract_core::runtime::{RunOptions, Runnable};
 
+use super::error::ClipError;
 use super::options::{DeviceChoice, ModelVariant};
-use super::ClipError;
 
 /// Where a loaded model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,8 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::options::ModelVariant;
-use super::{ClipError, PreprocessConfig};
+use super::error::ClipError;
+use super::options::{LayoutChoice, ModelVariant};
+use super::preprocess::PreprocessConfig;
+use super::tokenizer::TextCleaning;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,10 +40,10 @@ impl Layout {
     }
 
     /// open_clip exports were trained on open_clip's cleaned text.
-    pub fn text_cleaning(self) -> super::TextCleaning {
+    pub fn text_cleaning(self) -> TextCleaning {
         match self {
-            Layout::Xenova => super::TextCleaning::None,
-            Layout::Immich => super::TextCleaning::OpenClip,
+            Layout::Xenova => TextCleaning::None,
+            Layout::Immich => TextCleaning::OpenClip,
         }
     }
 
@@ -50,6 +52,17 @@ impl Layout {
         match self {
             Layout::Xenova => ("image_embeds", "text_embeds"),
             Layout::Immich => ("embedding", "embedding"),
+        }
+    }
+}
+
+impl LayoutChoice {
+    /// The layout forced by the choice; `None` means detect.
+    pub fn forced(self) -> Option<Layout> {
+        match self {
+            LayoutChoice::Auto => None,
+            LayoutChoice::Xenova => Some(Layout::Xenova),
+            LayoutChoice::Immich => Some(Layout::Immich),
         }
     }
 }

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::layout::Layout;
-
 /// Which ONNX files of a model directory to load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -60,17 +58,6 @@ pub enum LayoutChoice {
     Xenova,
     /// visual/ and textual/ (Immich / open_clip export)
     Immich,
-}
-
-impl LayoutChoice {
-    /// The layout forced by the choice; `None` means detect.
-    pub fn forced(self) -> Option<Layout> {
-        match self {
-            LayoutChoice::Auto => None,
-            LayoutChoice::Xenova => Some(Layout::Xenova),
-            LayoutChoice::Immich => Some(Layout::Immich),
-        }
-    }
 }
 
 /// A model directory and how to load it: the `[model]` table, and `--model DIR` with its

@@ -16,8 +16,8 @@ use cliptag_tract::int8_export::quantize_graph;
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 
+use super::error::ClipError;
 use super::layout::{detect, Layout};
-use super::ClipError;
 
 /// What `quantize_model_dir` wrote.
 #[derive(Debug)]

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::TuneError;
-use crate::classify::mean_embedding;
-use crate::clip::{window_pixels, ClipModel, PreprocessConfig};
-use crate::ingest::{FrameSource, GstSource, Sampling};
-use crate::keyframes::{Aggregation, KeyframeConfig, Windower};
+use super::error::TuneError;
+use cliptag::classify::mean_embedding;
+use cliptag::clip::{window_pixels, ClipModel, PreprocessConfig};
+use cliptag::ingest::{FrameSource, GstSource, Sampling};
+use cliptag::keyframes::{Aggregation, KeyframeConfig, Windower};
 
 /// How videos become embeddings; part of the cache key.
 #[derive(Debug, Clone)]

@@ -109,12 +109,12 @@ pub fn evaluate(
 pub fn cosine_scores(labels: &[Vec<f32>], videos: &[Vec<f32>]) -> Vec<Scores> {
     videos
         .iter()
-        .map(|v| labels.iter().map(|l| crate::clip::cosine(v, l)).collect())
+        .map(|v| labels.iter().map(|l| cliptag::clip::cosine(v, l)).collect())
         .collect()
 }
 
 /// Probe-head scores (logits) of videos.
-pub fn head_scores(head: &crate::classify::ProbeHead, videos: &[Vec<f32>]) -> Vec<Scores> {
+pub fn head_scores(head: &cliptag::classify::ProbeHead, videos: &[Vec<f32>]) -> Vec<Scores> {
     videos.iter().map(|v| head.logits(v)).collect()
 }
 

@@ -18,7 +18,7 @@ use candle_nn::{
 };
 use serde::Deserialize;
 
-use super::TuneError;
+use super::error::TuneError;
 
 /// The parts of Hugging Face's `config.json` (model_type "clip") the towers need.
 #[derive(Debug, Clone, Deserialize)]

@@ -274,7 +274,7 @@ fn learned_label_embeddings_replace_the_encoded_ones_in_the_daemon() {
 fn candle_clip_matches_transformers_on_the_fixture_weights() {
     use candle_core::{Device, Tensor};
     let device = Device::Cpu;
-    let (clip, _vars) = cliptag::tune::model::load_hf(&tiny_model(), &device).unwrap();
+    let (clip, _vars) = cliptag_tune::model::load_hf(&tiny_model(), &device).unwrap();
     let reference = json(&reference_dir().join("captions.json"));
     for c in reference["captions"].as_array().unwrap() {
         let ids: Vec<u32> = c["ids"]
@@ -375,8 +375,8 @@ fn finetune_trains_checkpoints_and_resumes() {
     assert!(losses[3] < losses[0], "loss did not fall: {losses:?}");
     assert!(table.contains("test top-1:"), "{table}");
     // The trained weights load as a base model again, and differ from the start.
-    let (tuned, _) = cliptag::tune::model::load_hf(&out, &candle_core::Device::Cpu).unwrap();
-    let (base, _) = cliptag::tune::model::load_hf(&model, &candle_core::Device::Cpu).unwrap();
+    let (tuned, _) = cliptag_tune::model::load_hf(&out, &candle_core::Device::Cpu).unwrap();
+    let (base, _) = cliptag_tune::model::load_hf(&model, &candle_core::Device::Cpu).unwrap();
     let ids = candle_core::Tensor::from_vec(
         vec![49406u32, 2368, 49407],
         (1, 3),
@@ -534,7 +534,7 @@ fn export_writes_a_model_the_daemon_loads_with_transformers_embeddings() {
 
 /// A build without candle's CUDA backend refuses `--device cuda` up front, saying how to get
 /// one, instead of training on the CPU behind the user's back.
-#[cfg(not(feature = "tune-cuda"))]
+#[cfg(not(feature = "cuda"))]
 #[test]
 fn finetune_on_cuda_without_the_backend_says_how_to_build_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -552,7 +552,7 @@ fn finetune_on_cuda_without_the_backend_says_how_to_build_it() {
     assert!(!o.status.success());
     let err = text(&o.stderr);
     assert!(
-        err.contains("--features tune-cuda") && err.contains("nvcc"),
+        err.contains("-p cliptag-tune --features cuda") && err.contains("nvcc"),
         "{err}"
     );
 }
@@ -563,7 +563,7 @@ fn finetune_on_cuda_without_the_backend_says_how_to_build_it() {
 fn openai_shaped_model(dir: &Path) -> PathBuf {
     let model = dir.join("openai-shaped");
     std::fs::create_dir_all(&model).unwrap();
-    cliptag::tune::model::copy_side_files(&tiny_model(), &model).unwrap();
+    cliptag_tune::model::copy_side_files(&tiny_model(), &model).unwrap();
     std::fs::copy(
         tiny_model().join("model.safetensors"),
         model.join("model.safetensors"),
@@ -578,7 +578,7 @@ fn openai_shaped_model(dir: &Path) -> PathBuf {
 }
 
 /// The candle text tower's embeddings of token-id rows.
-fn candle_text_embeddings(clip: &cliptag::tune::model::Clip, rows: &[Vec<u32>]) -> Vec<Vec<f32>> {
+fn candle_text_embeddings(clip: &cliptag_tune::model::Clip, rows: &[Vec<u32>]) -> Vec<Vec<f32>> {
     rows.iter()
         .map(|ids| {
             let ids = candle_core::Tensor::from_vec(
@@ -622,7 +622,7 @@ fn openai_shaped_config_pools_where_transformers_does() {
         })
         .collect();
 
-    let (clip, _) = cliptag::tune::model::load_hf(&model, &candle_core::Device::Cpu).unwrap();
+    let (clip, _) = cliptag_tune::model::load_hf(&model, &candle_core::Device::Cpu).unwrap();
     for (c, got) in captions.iter().zip(candle_text_embeddings(&clip, &rows)) {
         let cos = cosine(&got, &floats(&c["text_embeds"]));
         assert!(cos >= 0.9999, "candle {:?}: cosine {cos}", c["text"]);
@@ -709,8 +709,8 @@ fn finetune_from_an_openai_shaped_config_exports_what_it_trained() {
     .collect();
     let got = onnx.embed_texts(&texts).unwrap();
     let rows: Vec<Vec<u32>> = got.iter().map(|(ids, _)| ids.clone()).collect();
-    let (tuned, _) = cliptag::tune::model::load_hf(&out, &candle_core::Device::Cpu).unwrap();
-    let (base, _) = cliptag::tune::model::load_hf(&model, &candle_core::Device::Cpu).unwrap();
+    let (tuned, _) = cliptag_tune::model::load_hf(&out, &candle_core::Device::Cpu).unwrap();
+    let (base, _) = cliptag_tune::model::load_hf(&model, &candle_core::Device::Cpu).unwrap();
     let trained = candle_text_embeddings(&tuned, &rows);
     let untrained = candle_text_embeddings(&base, &rows);
     assert_eq!(trained.len(), texts.len());

@@ -25,8 +25,8 @@ use tract_onnx::pb::{
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
+use super::error::TuneError;
 use super::model::{HfClipConfig, HfTowerConfig, TextPooling};
-use super::TuneError;
 
 const OPSET: i64 = 17;
 

@@ -22,25 +22,55 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use super::error::TuneError;
 use super::model::{normalize, Clip};
-use super::TuneError;
 
-#[derive(Debug, Clone)]
+/// How `finetune` trains: the struct is also the command's flags.
+#[derive(Debug, Clone, clap::Args)]
 pub struct FinetuneSettings {
+    #[arg(long, default_value_t = 10)]
     pub epochs: usize,
     /// Videos per step.
+    #[arg(long = "batch", default_value_t = 8)]
     pub batch_videos: usize,
+    #[arg(long, default_value_t = 1e-5)]
     pub learning_rate: f64,
+    #[arg(long, default_value_t = 0.001)]
     pub weight_decay: f64,
-    /// Fraction of all steps spent warming up linearly.
+    /// Fraction of the steps spent warming the learning rate up.
+    #[arg(long = "warmup", default_value_t = 0.1)]
     pub warmup_fraction: f64,
-    /// Global gradient norm cap.
+    /// Global gradient-norm cap.
+    #[arg(long, default_value_t = 1.0)]
     pub clip_norm: f64,
-    /// Patch dropout keep rate (1 = off).
+    /// Patch dropout keep rate (1 = off; paper 002 uses 0.5).
+    #[arg(long, default_value_t = 0.5)]
     pub patch_keep: f64,
+    /// Leave the embeddings and this many lower blocks of each tower frozen.
+    #[arg(long, default_value_t = 0)]
     pub freeze_layers: usize,
+    /// Seed of the split (when the CSV has none), the epoch order and the dropped patches.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Checkpoint after every epoch here, and resume from it when it holds one.
+    #[arg(long = "checkpoints")]
     pub checkpoint_dir: Option<PathBuf>,
+}
+
+impl FinetuneSettings {
+    /// Values the flags' types allow but training cannot use.
+    pub fn validate(&self) -> Result<(), TuneError> {
+        if self.batch_videos == 0 {
+            return Err(TuneError::Training("--batch must be at least 1".into()));
+        }
+        if !(self.patch_keep > 0.0 && self.patch_keep <= 1.0) {
+            return Err(TuneError::Training(format!(
+                "--patch-keep must be in (0, 1], got {}",
+                self.patch_keep
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for FinetuneSettings {
@@ -369,10 +399,11 @@ fn save_checkpoint(
 }
 
 /// Where training runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TrainingDevice {
     /// The first CUDA GPU when this build has candle's CUDA backend and a GPU answers, else
     /// the CPU.
+    #[default]
     Auto,
     Cpu,
     /// The first CUDA GPU, or an error saying why not.
@@ -387,7 +418,8 @@ impl TrainingDevice {
                     format!("CUDA GPU 0 cannot be used: {e}")
                 } else {
                     "this cliptag-tune was built without candle's CUDA backend: rebuild it \
-                     with `--features tune-cuda` (needs the CUDA toolkit's nvcc)"
+                     with `cargo build --release -p cliptag-tune --features cuda` (needs the CUDA \
+                     toolkit's nvcc)"
                         .into()
                 })
             })
@@ -411,8 +443,8 @@ impl TrainingDevice {
 pub struct TrainingSetup {
     pub clip: Clip,
     pub varmap: VarMap,
-    pub recipe: crate::clip::PreprocessConfig,
-    pub tokenizer: crate::clip::ClipTokenizer,
+    pub recipe: cliptag::clip::PreprocessConfig,
+    pub tokenizer: cliptag::clip::ClipTokenizer,
     pub device: Device,
 }
 
@@ -429,13 +461,13 @@ impl TrainingSetup {
         let text = std::fs::read_to_string(&pp)
             .map_err(|e| err(pp.clone(), format!("cannot read: {e}")))?;
         let recipe =
-            crate::clip::PreprocessConfig::from_hf_json(&text).map_err(|e| err(pp.clone(), e))?;
+            cliptag::clip::PreprocessConfig::from_hf_json(&text).map_err(|e| err(pp.clone(), e))?;
         let tj = dir.join("tokenizer.json");
-        let tokenizer = crate::clip::ClipTokenizer::from_file(
+        let tokenizer = cliptag::clip::ClipTokenizer::from_file(
             &tj,
             clip.config.text_config.max_position_embeddings,
             "<|endoftext|>",
-            crate::clip::TextCleaning::None,
+            cliptag::clip::TextCleaning::None,
         )
         .map_err(|e| err(tj.clone(), e))?;
         Ok(TrainingSetup {
@@ -449,7 +481,7 @@ impl TrainingSetup {
 
     /// ViFi-CLIP's class texts: "a photo of a {class}." for class names, captions as written.
     pub fn class_ids(&self, classes: &[String]) -> Result<Tensor, TuneError> {
-        let texts = crate::classify::expand_labels(classes, &["a photo of a {}.".to_string()]);
+        let texts = cliptag::classify::expand_labels(classes, &["a photo of a {}.".to_string()]);
         let mut ids = Vec::new();
         for label in &texts {
             let prompt = label
@@ -468,9 +500,9 @@ impl TrainingSetup {
     /// are skipped with a warning.
     pub fn videos(
         &self,
-        dataset: &super::Dataset,
-        split: super::Split,
-        settings: &super::EmbedSettings,
+        dataset: &super::dataset::Dataset,
+        split: super::dataset::Split,
+        settings: &super::embed::EmbedSettings,
     ) -> Result<Vec<TrainingVideo>, TuneError> {
         let mut out = Vec::new();
         for example in dataset.split(split) {
@@ -479,7 +511,7 @@ impl TrainingSetup {
                     frames,
                     class: example.class,
                 }),
-                Err(e) if e.disposition() == crate::Disposition::Skip => {
+                Err(e) if e.disposition() == cliptag::Disposition::Skip => {
                     tracing::warn!("skipped: {e}")
                 }
                 Err(e) => return Err(e),

@@ -280,7 +280,7 @@ mod tests {
                     .iter()
                     .map(|c| c + rng.random_range(-0.6..0.6))
                     .collect();
-                out.x.push(crate::clip::l2_normalized(v));
+                out.x.push(cliptag::clip::l2_normalized(v));
                 out.y.push(class);
             }
         }

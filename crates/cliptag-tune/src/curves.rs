@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use super::TuneError;
+use super::error::TuneError;
 
 /// One plotted quantity over epochs.
 pub struct Curve<'a> {

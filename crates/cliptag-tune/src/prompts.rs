@@ -11,15 +11,33 @@
 //!   learned, α = 0 is zero-shot. A middle α keeps some of CLIP's generalisation to videos
 //!   unlike the training set (as WiSE-FT does for weights).
 
+use super::error::TuneError;
 use super::probe::{accuracy, argmax, Labelled};
-use crate::classify::LOGIT_SCALE;
+use cliptag::classify::LOGIT_SCALE;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct PromptSettings {
+    #[arg(long, default_value_t = 300)]
     pub epochs: usize,
+    #[arg(long, default_value_t = 2e-3)]
     pub learning_rate: f64,
-    /// α: the weight of the learned embeddings against the zero-shot ones.
+    /// Weight of the learned embeddings against the zero-shot ones (0 = zero-shot, 1 =
+    /// learned only).
+    #[arg(long, default_value_t = 0.5)]
     pub interpolation: f64,
+}
+
+impl PromptSettings {
+    /// Values the flags' types allow but learning cannot use.
+    pub fn validate(&self) -> Result<(), TuneError> {
+        if !(0.0..=1.0).contains(&self.interpolation) {
+            return Err(TuneError::Training(format!(
+                "--interpolation must be in [0, 1], got {}",
+                self.interpolation
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for PromptSettings {
@@ -43,7 +61,7 @@ pub struct LearnedEmbeddings {
 
 /// Cosine logits of every video against every label.
 pub fn cosine_predict(labels: &[Vec<f32>], x: &[f32]) -> usize {
-    let scores: Vec<f32> = labels.iter().map(|l| crate::clip::cosine(x, l)).collect();
+    let scores: Vec<f32> = labels.iter().map(|l| cliptag::clip::cosine(x, l)).collect();
     argmax(&scores)
 }
 
@@ -173,7 +191,7 @@ mod tests {
                         .iter()
                         .map(|x| x + rng.random_range(-0.3..0.3))
                         .collect();
-                    set.x.push(crate::clip::l2_normalized(v));
+                    set.x.push(cliptag::clip::l2_normalized(v));
                     set.y.push(c);
                 }
             }
@@ -183,7 +201,7 @@ mod tests {
         // Zero-shot embeddings with classes 0 and 1 swapped: zero-shot gets those wrong.
         let zero_shot: Vec<Vec<f32>> = [1, 0, 2]
             .iter()
-            .map(|&i| crate::clip::l2_normalized(centres[i].clone()))
+            .map(|&i| cliptag::clip::l2_normalized(centres[i].clone()))
             .collect();
         assert!(cosine_accuracy(&zero_shot, &val) < 0.5);
         let full = learn(
@@ -212,7 +230,7 @@ mod tests {
             },
         );
         for (a, b) in none.embeddings.iter().zip(&zero_shot) {
-            assert!(crate::clip::cosine(a, b) > 0.99999);
+            assert!(cliptag::clip::cosine(a, b) > 0.99999);
         }
         for e in &full.embeddings {
             assert!((e.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5);
