@@ -5,18 +5,20 @@
 #
 #   cross/smoke-aarch64.sh [--profile PROFILE]     (default: release)
 #
-# CLIPTAG_HOST_FEATURES: cargo features of the x86-64 build to compare with (the test suite
-# passes its own, so that build is the one it already has).
+# CLIPTAG_HOST_BIN: the x86-64 binary to compare with (the test suite passes the one its
+# workspace build already made); without it the host binary is built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=release
 if [[ ${1:-} == --profile ]]; then profile=$2; fi
 bin=$(cross/build-aarch64.sh --profile "$profile")
-host_features=${CLIPTAG_HOST_FEATURES:-}
-cargo build --locked --profile "$profile" --bin cliptag ${host_features:+--features "$host_features"} >&2
-dir=$profile
-[[ $profile == dev ]] && dir=debug
-host=target/$dir/cliptag
+host=${CLIPTAG_HOST_BIN:-}
+if [[ -z $host ]]; then
+    cargo build --locked --profile "$profile" --bin cliptag >&2
+    dir=$profile
+    [[ $profile == dev ]] && dir=debug
+    host=target/$dir/cliptag
+fi
 ls -l "$bin" | awk '{printf "aarch64 binary: %s, %.1f MB\n", $9, $5 / 1e6}'
 
 work=$(mktemp -d)

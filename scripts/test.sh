@@ -21,7 +21,7 @@ cargo build --locked --workspace --features cliptag/cuda --all-targets 2>&1 | te
     cargo test --locked --workspace --features cliptag/cuda 2>&1 | tee -a "$log" &&
     # The aarch64 build under qemu-user, compared with this machine's embeddings.
     { bash cross/setup-debian-arm64.sh &&
-        CLIPTAG_HOST_FEATURES=cuda bash cross/smoke-aarch64.sh --profile dev; } 2>&1 |
+        CLIPTAG_HOST_BIN=target/debug/cliptag bash cross/smoke-aarch64.sh --profile dev; } 2>&1 |
     grep -v '^ *Compiling ' | tee -a "$log"
 status=${PIPESTATUS[0]}
 set -e
