@@ -1,22 +1,27 @@
 //! cliptag: watch video, write down what CLIP sees, query it later.
-#![deny(clippy::undocumented_unsafe_blocks)]
 //!
 //! ```text
 //!  ingest ──► keyframes ──► clip ──► classify ──► store ──► query
 //!  (GStreamer   (windows,     (tract     (mean/cosine/  (SQLite, one
-//!   RGB frames)  selection)    encoders)  softmax)       writer thread)
+//!   RGB frames)  keyframes,    encoders)  softmax)       writer thread)
+//!               aggregation)
 //!        ▲                                                 │
 //!        └──────────────── daemon (supervision, signals) ──┘
 //! ```
 //!
-//! One module per stage, declared in flow order; each stage owns its output type. `tune`
-//! (feature `tune`, the workstation tuner) runs the same ingest → keyframes → clip stages
-//! over labelled videos and writes a probe head that `classify` loads.
+//! One module per stage; each owns its output type, its errors and its table of the config
+//! (`settings` is the vocabulary they validate with; `daemon::config` only composes the
+//! tables of the daemon's config file).
+//! Data runs one way: a stage imports the stages upstream of it, never the reverse. `clock`
+//! is the one source of wall time, `memory` the allocator's policy, `embed` the `cliptag
+//! embed` pipeline (ingest → clip, no windows). The graph passes and kernels the clip stage
+//! runs with are the `cliptag_tract` crate; the workstation tuner is `cliptag_tune`, which
+//! reuses these stages so what it trains matches what the daemon computes.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod classify;
 pub mod clip;
 pub mod clock;
-pub mod config;
 pub mod daemon;
 pub mod embed;
 pub mod ingest;

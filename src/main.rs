@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 use cliptag::clip::{ClipModel, ModelSettings, TextTower};
 use cliptag::clock::{Clock, SystemClock};
-use cliptag::config::Config;
+use cliptag::daemon::Config;
 use cliptag::daemon::{self, Progress, RunError, RunOptions, SourceReport};
 use cliptag::ingest::SamplingSection;
 use cliptag::query::{parse_time_bound, write_rows, write_source_states, Format};
@@ -163,7 +163,7 @@ fn exit_code_for(e: &anyhow::Error) -> ExitCode {
         if let Some(r) = c.downcast_ref::<RunError>() {
             return Some(r.disposition());
         }
-        if let Some(c) = c.downcast_ref::<cliptag::config::ConfigError>() {
+        if let Some(c) = c.downcast_ref::<cliptag::daemon::ConfigError>() {
             return Some(c.disposition());
         }
         if let Some(c) = c.downcast_ref::<cliptag::clip::ClipError>() {

@@ -1,7 +1,7 @@
 //! The shipped example configs and labels stay valid.
 
 use cliptag::clip::ModelVariant;
-use cliptag::config::Config;
+use cliptag::daemon::Config;
 use cliptag::ingest::Sampling;
 
 #[test]

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::config::Config;
 use super::environment::Environment;
 use super::report::report_of;
 use super::running::Running;
@@ -15,7 +16,6 @@ use super::signals::ControlEvent;
 use super::states::{check_writer, StatePublisher, STATE_REFRESH};
 use super::status::SourceState;
 use super::worker::WorkerControl;
-use crate::config::Config;
 use crate::store::StoreError;
 
 /// Why the loop ended.

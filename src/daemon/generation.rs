@@ -2,10 +2,10 @@
 //! cannot be compared; a run with another model refuses to start unless told to begin a
 //! new generation.
 
+use super::config::Config;
 use super::error::RunError;
 use super::report::RunOptions;
 use crate::clip::{ClipModel, ModelSettings, ModelVariant, TextTower};
-use crate::config::Config;
 use crate::store::Store;
 
 /// `variant = "auto"` picks the int8 files, but a database built before that default by the

@@ -162,7 +162,7 @@ pub struct LabelsPlan {
     pub labels: Vec<(crate::classify::Label, usize)>,
 }
 
-pub fn labels_plan(config: &crate::config::Config) -> Result<LabelsPlan, RunError> {
+pub fn labels_plan(config: &super::config::Config) -> Result<LabelsPlan, RunError> {
     let labels = expand_labels(
         &load_labels(&config.labels_path)?,
         &config.classify.prompt_templates,

@@ -30,6 +30,7 @@
 //!   writer are making progress.
 
 pub mod backoff;
+pub mod config;
 pub mod control;
 pub mod environment;
 pub mod error;
@@ -49,6 +50,7 @@ pub mod tagger;
 pub mod worker;
 
 pub use backoff::Backoff;
+pub use config::{Config, ConfigError};
 pub use environment::Environment;
 pub use error::RunError;
 pub use labels::{labels_plan, other_model, prepare_labels, LabelsPlan};
@@ -60,8 +62,6 @@ pub use signals::{listen_for_signals, ControlEvent};
 pub use status::{SourceState, SourceStatus, StageBeat, StatusBoard};
 pub use supervise::SourceRunner;
 pub use tagger::{Tagger, WindowContent, WindowJob};
-
-use crate::config::Config;
 
 /// Run the configured sources until they end (files) or until told to stop.
 pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<RunReport, RunError> {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 
+use super::config::Config;
 use super::environment::Environment;
 use super::error::RunError;
 use super::opener::{GstOpener, SourceOpener};
@@ -21,7 +22,6 @@ use super::status::{StageBeat, StatusBoard};
 use super::supervise::SourceRunner;
 use super::tagger::WindowJob;
 use super::worker::{InferenceOutcome, InferenceWorker, WorkerControl};
-use crate::config::Config;
 use crate::ingest::IngestError;
 use crate::store::StoreWriter;
 

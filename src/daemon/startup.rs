@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::config::Config;
 use super::error::RunError;
 use super::generation::{check_model_generation, keep_fp32_generation};
 use super::labels::prepare_labels;
@@ -14,7 +15,6 @@ use super::report::RunOptions;
 use super::tagger::Tagger;
 use crate::clip::{ClipModel, PreprocessConfig, TextTower};
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::store::{ModelRecord, Store, StoreWriter, WriterOptions};
 
 /// What the inference side of a run starts with.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use cliptag::classify::{expand_labels, ClassifyConfig, LabelSet};
 use cliptag::clip::{ClipModel, ModelSettings, ModelVariant, TextTower};
-use cliptag::config::Config;
+use cliptag::daemon::Config;
 use cliptag::Disposition;
 
 use super::dataset::{Dataset, Split};

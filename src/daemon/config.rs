@@ -1,4 +1,4 @@
-//! Configuration: `cliptag.toml` parsed, each section handed to the stage that owns it.
+//! The daemon's config file: `cliptag.toml` parsed, each section handed to the stage that owns it.
 //!
 //! Rules:
 //! - This file only composes: the raw shape below names each table and the stage type
@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::settings::{DaemonConfig, DaemonSection};
 use crate::classify::{ClassifyConfig, ClassifySection};
 use crate::clip::ModelSettings;
-use crate::daemon::settings::{DaemonConfig, DaemonSection};
 use crate::ingest::source::validate_sources;
 use crate::ingest::{Sampling, SamplingSection, SourceConfig, SourceSection};
 use crate::keyframes::{KeyframeConfig, KeyframeSection, WindowSection};
