@@ -1,5 +1,5 @@
-//! cliptag-tune (workstation only; the edge build has none of it): adapt CLIP to a user's own labelled videos and
-//! write files the daemon loads.
+//! cliptag-tune (workstation only; the edge build has none of it): adapt CLIP to a user's
+//! own labelled videos and write files the daemon loads.
 //!
 //! ```text
 //!                       ┌► clip (frozen, tract) ► cache ─┬► probe   → head file
@@ -18,6 +18,10 @@
 //!   same inputs give the same outputs.
 //! - Every file written for the daemon names the model id it belongs to, or is a model
 //!   directory of its own.
+//! - The binary parses flags and prints; each mode's flags are its settings struct
+//!   (`FinetuneSettings`, `PromptSettings`, `DataOptions`), and the work is here:
+//!   [`session`] (model, dataset, cache), [`modes`] (probe, prompts), [`eval_run`],
+//!   [`finetune`], [`export`].
 
 pub mod curves;
 pub mod dataset;
