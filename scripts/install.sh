@@ -224,7 +224,7 @@ EOF
 fi
 cat <<EOF
   3. Follow the log:        journalctl -u cliptag -f
-  4. Sources' state:        cliptag status --config /etc/cliptag/cliptag.toml
-     What was seen:         cliptag query --config /etc/cliptag/cliptag.toml --top
+  4. Sources' state:        cliptag status
+     What was seen:         cliptag query --top --since today
   5. After editing labels:  systemctl reload cliptag   (other changes: systemctl restart cliptag)
 EOF

@@ -26,10 +26,12 @@ pub mod daemon;
 pub mod embed;
 pub mod ingest;
 pub mod keyframes;
+pub mod logging;
 pub mod memory;
 pub mod query;
 pub mod settings;
 pub mod store;
+pub mod times;
 
 /// What the caller should do about an error. Every module-boundary error type
 /// says which of these applies, so loops can decide without string matching.

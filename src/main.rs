@@ -1,12 +1,13 @@
 //! `cliptag`: argument parsing and wiring only; the work lives in the library.
 //!
 //! Exit codes are chosen for systemd's `Restart=on-failure`: 1 when a run processed
-//! nothing, 75 (EX_TEMPFAIL) for trouble worth retrying, 78 (EX_CONFIG) for a broken
-//! config, model or labels file that a restart cannot fix (list it in
-//! `RestartPreventExitStatus=`).
+//! nothing (or a command failed for some of its inputs), 75 (EX_TEMPFAIL) for trouble worth
+//! retrying, 78 (EX_CONFIG) for a broken config, model or labels file that a restart cannot
+//! fix (list it in `RestartPreventExitStatus=`). A closed standard output (`| head -1`)
+//! ends a command quietly with 0, as Unix tools do.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -15,11 +16,15 @@ use clap::{Args, Parser, Subcommand};
 
 use cliptag::clip::{ClipModel, ModelSettings, TextTower};
 use cliptag::clock::{Clock, SystemClock};
-use cliptag::daemon::Config;
-use cliptag::daemon::{self, Progress, RunError, RunOptions, SourceReport};
+use cliptag::daemon::config::default_path;
+use cliptag::daemon::{self, Config, Progress, RunError, RunOptions, SourceReport};
 use cliptag::ingest::SamplingSection;
-use cliptag::query::{parse_time_bound, write_rows, write_source_states, Format};
-use cliptag::store::{MatchQuery, Store};
+use cliptag::query::{
+    occurrences, write_occurrences, write_rows, write_source_states, Format, QueryFilters,
+    OCCURRENCE_GAP,
+};
+use cliptag::store::Store;
+use cliptag::times::Zone;
 use cliptag::Disposition;
 
 #[derive(Parser)]
@@ -35,40 +40,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Tag the configured sources: files until they end, cameras until SIGTERM.
-    Run {
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Accept a database that holds segments of another model.
-        #[arg(long)]
-        new_model_generation: bool,
-    },
-    /// Print what was seen.
+    /// Tag video: the config's sources (files until they end, cameras until SIGTERM), or
+    /// the files, directories and glob patterns given here.
+    Run(RunArgs),
+    /// Print what was seen: each window's labels, or with --group when each label showed up.
     Query(QueryArgs),
     /// Show each source's state as the daemon last recorded it.
     Status {
         #[command(flatten)]
         db: DbArgs,
-        #[arg(long, conflicts_with = "csv")]
-        json: bool,
-        #[arg(long)]
-        csv: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// List labels, their prompts, and whether their embeddings are cached.
     Labels {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Print one JSON line per sampled frame with its CLIP embedding.
+    /// Print one JSON line per sampled frame of each video or image with its CLIP embedding.
     Embed {
         #[command(flatten)]
         model: ModelSettings,
         #[command(flatten)]
         sampling: SamplingSection,
-        /// Output JSON lines (the only format).
+        /// Output JSON lines (the only format; accepted for symmetry with other commands)
         #[arg(long)]
         json: bool,
-        #[arg(required = true)]
+        /// Video or image files (or URIs)
+        #[arg(required = true, value_name = "INPUT")]
         inputs: Vec<String>,
     },
     /// Inspect model directories.
@@ -80,9 +79,11 @@ enum Command {
     EmbedText {
         #[command(flatten)]
         model: ModelSettings,
+        /// Output JSON lines (the only format; accepted for symmetry with other commands)
         #[arg(long)]
         json: bool,
-        #[arg(required = true)]
+        /// Texts to embed
+        #[arg(required = true, value_name = "TEXT")]
         texts: Vec<String>,
     },
 }
@@ -97,65 +98,108 @@ enum ModelCommand {
     },
     /// Write a copy of an fp32 model directory with int8 encoders (per-column symmetric int8
     /// weights, activations quantized at run time), loadable by onnxruntime too.
-    Quantize { input: PathBuf, output: PathBuf },
+    Quantize {
+        /// The fp32 model directory
+        input: PathBuf,
+        /// Where to write the int8 copy
+        output: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The config [default: $CLIPTAG_CONFIG, else /etc/cliptag/cliptag.toml]
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Files, directories (walked for video files) or glob patterns to tag instead of the
+    /// config's sources; each file is its own source, and files already tagged to the end,
+    /// unchanged, with the same model and labels are skipped
+    #[arg(value_name = "PATH")]
+    paths: Vec<String>,
+    /// Model directory (with PATHs: replaces the config's, or stands in for a config)
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Labels file (with PATHs: replaces the config's, or stands in for a config)
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Database (with PATHs: replaces the config's) [default without a config: cliptag.db]
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// Accept a database that holds segments of another model.
+    #[arg(long)]
+    new_model_generation: bool,
 }
 
 #[derive(Args)]
 struct DbArgs {
-    /// The config whose database (and labels) to use.
+    /// The config whose database (and labels) to use [default: $CLIPTAG_CONFIG, else
+    /// /etc/cliptag/cliptag.toml]
     #[arg(long, short, conflicts_with = "db")]
     config: Option<PathBuf>,
-    /// A database file.
-    #[arg(long)]
+    /// A database file
+    #[arg(long, value_name = "FILE")]
     db: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    /// JSON lines: one object per line
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// CSV with a header
+    #[arg(long)]
+    csv: bool,
 }
 
 #[derive(Args)]
 struct QueryArgs {
     #[command(flatten)]
     db: DbArgs,
-    /// Exact label, or a SQL LIKE pattern when it contains %.
+    #[command(flatten)]
+    filters: QueryFilters,
+    /// Merge back-to-back windows of a label into occurrences (first seen, last seen, best)
     #[arg(long)]
-    label: Option<String>,
-    #[arg(long)]
-    source: Option<String>,
-    /// Media time (90, 1:30) or wall-clock time (2026-11-22T10:00:00Z, @unix).
-    #[arg(long)]
-    since: Option<String>,
-    #[arg(long)]
-    until: Option<String>,
-    #[arg(long)]
-    min_prob: Option<f32>,
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Only each window's best label.
-    #[arg(long)]
-    top: bool,
-    #[arg(long, conflicts_with = "csv")]
-    json: bool,
-    #[arg(long)]
-    csv: bool,
+    group: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 fn main() -> ExitCode {
     cliptag::memory::tune_allocator();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // journald and log files want plain text; colour only for a person at a terminal.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLIPTAG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tract_linalg=warn")),
-        )
-        .init();
+    cliptag::logging::init();
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(code) => code,
+        Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             exit_code_for(&e)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: a cause whose text the message
+/// already holds (a thiserror message that quotes its source) is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// Standard output closed under us (`cliptag query --json | head -1`).
+fn closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn exit_code_for(e: &anyhow::Error) -> ExitCode {
@@ -190,12 +234,9 @@ fn exit_code_for(e: &anyhow::Error) -> ExitCode {
 
 fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Run {
-            config,
-            new_model_generation,
-        } => run(&config, new_model_generation),
+        Command::Run(args) => run(args),
         Command::Query(args) => query(args),
-        Command::Status { db, json, csv } => status(db, format_of(json, csv)),
+        Command::Status { db, output } => status(db, Format::of(output.json, output.csv)),
         Command::Labels { db } => labels(db),
         Command::Model {
             command: ModelCommand::Check { model },
@@ -232,7 +273,8 @@ fn dispatch(command: Command) -> Result<ExitCode> {
     }
 }
 
-/// One progress bar per source, on a terminal only.
+/// One progress bar per source on a terminal: a file's fills with its position, with the
+/// percentage and the time left.
 struct Bars {
     multi: indicatif::MultiProgress,
     bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
@@ -240,13 +282,18 @@ struct Bars {
 
 impl Progress for Bars {
     fn source_started(&self, name: &str, duration: Option<f64>) {
-        let bar = match duration {
-            Some(d) => indicatif::ProgressBar::new(d.ceil() as u64),
-            None => indicatif::ProgressBar::new_spinner(),
+        let (bar, template) = match duration {
+            Some(d) => (
+                indicatif::ProgressBar::new(d.ceil() as u64),
+                "{prefix:>12} [{bar:30}] {percent:>3}% {pos}/{len} s, {eta} left {msg}",
+            ),
+            None => (
+                indicatif::ProgressBar::new_spinner(),
+                "{prefix:>12} {spinner} {msg}",
+            ),
         };
-        let style =
-            indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} s {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let style = indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         let bar = self.multi.add(
             bar.with_style(style.progress_chars("=> "))
                 .with_prefix(name.to_string()),
@@ -257,7 +304,10 @@ impl Progress for Bars {
     }
     fn window_done(&self, source: &str, end: f64) {
         if let Some(bar) = self.bars.lock().ok().and_then(|b| b.get(source).cloned()) {
-            bar.set_position(end.round() as u64);
+            match bar.length() {
+                Some(_) => bar.set_position(end.round() as u64),
+                None => bar.tick(),
+            }
         }
     }
     fn source_finished(&self, report: &SourceReport) {
@@ -276,21 +326,67 @@ impl Progress for Bars {
     }
 }
 
-fn run(config_path: &Path, new_model_generation: bool) -> Result<ExitCode> {
-    let config = Config::load(config_path)?;
+/// The config a command names, or the one found where it is kept by default.
+fn config_path(given: &Option<PathBuf>) -> Option<PathBuf> {
+    given.clone().or_else(default_path)
+}
+
+/// The config `run` works from: the config file, or (with paths, a model and labels) none,
+/// with the paths as its sources.
+fn run_config(args: &RunArgs) -> Result<Config> {
+    let standalone = !args.paths.is_empty() && args.model.is_some() && args.labels.is_some();
+    // An explicit --config always wins; a default config is used unless the arguments stand
+    // in for one.
+    let config_file = match (&args.config, standalone) {
+        (Some(path), _) => Some(path.clone()),
+        (None, false) => default_path(),
+        (None, true) => None,
+    };
+    let mut config = match config_file {
+        Some(path) => Config::load(&path)?,
+        None if standalone => Config::for_files(
+            ModelSettings::new(args.model.clone().unwrap_or_default()),
+            args.labels.clone().unwrap_or_default(),
+            args.db.clone().unwrap_or_else(|| PathBuf::from("cliptag.db")),
+        ),
+        None => anyhow::bail!(
+            "no config: give --config FILE (or set CLIPTAG_CONFIG, or install /etc/cliptag/cliptag.toml), or tag files without one: cliptag run --model DIR --labels FILE PATH..."
+        ),
+    };
+    if !args.paths.is_empty() {
+        let cwd = std::env::current_dir().context("the current directory")?;
+        let files =
+            cliptag::ingest::files::expand_all(&args.paths, &cwd).map_err(anyhow::Error::msg)?;
+        config = config.with_files(&files);
+        if let Some(model) = &args.model {
+            config.model.dir = model.clone();
+        }
+        if let Some(labels) = &args.labels {
+            config.labels_path = labels.clone();
+        }
+        if let Some(db) = &args.db {
+            config.database = db.clone();
+        }
+    }
+    Ok(config)
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let config = run_config(&args)?;
     let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
         Arc::new(Bars {
             multi: indicatif::MultiProgress::new(),
             bars: Mutex::new(Default::default()),
         })
     } else {
-        Arc::new(daemon::NoProgress)
+        Arc::new(daemon::LogProgress::new(config.daemon.progress_interval))
     };
     let env = daemon::Environment::system(progress).context("cannot install signal handlers")?;
     let report = daemon::run(
         &config,
         &RunOptions {
-            new_model_generation,
+            new_model_generation: args.new_model_generation,
+            skip_tagged_files: !args.paths.is_empty(),
         },
         env,
     )?;
@@ -300,18 +396,22 @@ fn run(config_path: &Path, new_model_generation: bool) -> Result<ExitCode> {
             tracing::info!(source = %s.name, windows = s.windows, frames = s.frames, dropped = s.frames_dropped, reconnects = s.reconnects, state = %s.state, "source");
         }
     }
-    let failed = report.sources.iter().filter(|s| s.error.is_some()).count();
+    let skipped = match report.skipped.len() {
+        0 => String::new(),
+        n => format!("; {n} file(s) already tagged, unchanged, skipped"),
+    };
     eprintln!(
-        "tagged {} window(s) from {} of {} source(s) into {} (model {}, {} labels)",
+        "tagged {} window(s) from {} of {} source(s) into {} (model {}, {} labels){skipped}",
         report.sources.iter().map(|s| s.windows).sum::<u64>(),
-        report.sources.len() - failed,
+        report.sources_with_windows(),
         report.sources.len(),
         config.database.display(),
         report.model_id,
         report.labels,
     );
-    if report.stopped_by_signal {
-        // Asked to stop: a clean drain is success even if nothing was tagged yet.
+    if report.stopped_by_signal || (report.sources.is_empty() && !report.skipped.is_empty()) {
+        // Asked to stop (a clean drain is success even if nothing was tagged yet), or
+        // nothing left to do.
         return Ok(ExitCode::SUCCESS);
     }
     if !report.anything_processed() {
@@ -321,56 +421,38 @@ fn run(config_path: &Path, new_model_generation: bool) -> Result<ExitCode> {
 }
 
 fn database_path(db: &DbArgs) -> Result<(PathBuf, Option<Config>)> {
-    match (&db.db, &db.config) {
-        (Some(path), _) => Ok((path.clone(), None)),
-        (None, Some(config)) => {
-            let config = Config::load(config)?;
+    if let Some(path) = &db.db {
+        return Ok((path.clone(), None));
+    }
+    match config_path(&db.config) {
+        Some(path) => {
+            let config = Config::load(&path)?;
             Ok((config.database.clone(), Some(config)))
         }
-        (None, None) => anyhow::bail!("name the database with --db FILE or --config FILE"),
+        None => anyhow::bail!(
+            "name the database with --db FILE or --config FILE (or set CLIPTAG_CONFIG; /etc/cliptag/cliptag.toml does not exist)"
+        ),
     }
 }
 
 fn query(args: QueryArgs) -> Result<ExitCode> {
     let (path, _) = database_path(&args.db)?;
     let store = Store::open_existing(&path)?;
-    let bound = |v: &Option<String>| {
-        v.as_deref()
-            .map(parse_time_bound)
-            .transpose()
-            .map_err(anyhow::Error::msg)
-    };
-    let q = MatchQuery {
-        label: args.label,
-        source: args.source,
-        since: bound(&args.since).context("--since")?,
-        until: bound(&args.until).context("--until")?,
-        min_probability: args.min_prob,
-        limit: args.limit,
-        top_only: args.top,
-    };
+    let zone = Zone::local();
+    let q = args
+        .filters
+        .to_query(&store.known_names()?, SystemClock.now(), &zone)
+        .map_err(anyhow::Error::msg)?;
     let rows = store.query(&q)?;
-    let format = if args.json {
-        Format::Json
-    } else if args.csv {
-        Format::Csv
-    } else {
-        Format::Table
-    };
+    let format = Format::of(args.output.json, args.output.csv);
     let mut out = std::io::stdout().lock();
-    write_rows(&mut out, &rows, format)?;
+    if args.group {
+        write_occurrences(&mut out, &occurrences(&rows, OCCURRENCE_GAP), format, &zone)?;
+    } else {
+        write_rows(&mut out, &rows, format, &zone)?;
+    }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn format_of(json: bool, csv: bool) -> Format {
-    if json {
-        Format::Json
-    } else if csv {
-        Format::Csv
-    } else {
-        Format::Table
-    }
 }
 
 fn status(db: DbArgs, format: Format) -> Result<ExitCode> {
@@ -378,7 +460,7 @@ fn status(db: DbArgs, format: Format) -> Result<ExitCode> {
     let store = Store::open_existing(&path)?;
     let states = store.source_states()?;
     let mut out = std::io::stdout().lock();
-    write_source_states(&mut out, &states, format, SystemClock.now())?;
+    write_source_states(&mut out, &states, format, SystemClock.now(), &Zone::local())?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -432,11 +514,27 @@ fn embed(model: ModelSettings, sampling: SamplingSection, inputs: Vec<String>) -
     cliptag::ingest::init()?;
     // Image-only: the text tower is never needed.
     let model = ClipModel::load_with(&model, TextTower::WhenNeeded)?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(inputs.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{bar:30}] {pos}/{len} inputs, {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
     let mut out = std::io::stdout().lock();
     let mut failures = 0;
+    let mut frames = 0u64;
     for input in &inputs {
         let mut write_err = None;
         let result = cliptag::embed::embed_media(&model, input, sampling, |e| {
+            frames += 1;
+            if let Some(bar) = &bar {
+                bar.set_message(format!("{frames} frames"));
+            }
             if write_err.is_none() {
                 write_err = serde_json::to_writer(&mut out, &e)
                     .map_err(anyhow::Error::from)
@@ -447,17 +545,27 @@ fn embed(model: ModelSettings, sampling: SamplingSection, inputs: Vec<String>) -
         if let Some(e) = write_err {
             return Err(e);
         }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
         if let Err(e) = result {
             failures += 1;
-            eprintln!("error: {input}: {e}");
+            let line = format!("error: {e}");
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
         }
     }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     out.flush()?;
-    Ok(if failures == inputs.len() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    if failures > 0 {
+        eprintln!("{failures} of {} input(s) failed", inputs.len());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn embed_text(model: ModelSettings, texts: Vec<String>) -> Result<ExitCode> {
@@ -472,4 +580,39 @@ fn embed_text(model: ModelSettings, texts: Vec<String>) -> Result<ExitCode> {
         writeln!(out)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every command says what it is for.
+    #[test]
+    fn every_flag_is_explained() {
+        fn walk(command: &clap::Command, path: &str, checked: &mut usize) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                *checked += 1;
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "{path}: --{id} has no help text"
+                );
+            }
+            for sub in command.get_subcommands() {
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {}: no about",
+                    sub.get_name()
+                );
+                walk(sub, &format!("{path} {}", sub.get_name()), checked);
+            }
+        }
+        let mut checked = 0;
+        walk(&Cli::command(), "cliptag", &mut checked);
+        assert!(checked >= 40, "only {checked} arguments seen");
+    }
 }

@@ -1,98 +1,13 @@
 //! The long-running daemon as a real child process: real signals, a real RTSP server on
 //! loopback, a real notify socket, SIGKILL at random moments against a real SQLite file.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::common::child::*;
 use crate::common::*;
 use cliptag::store::{SegmentRow, Store};
-
-/// A `cliptag run` child whose stderr is collected as it is written.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(config: &Path, envs: &[(&str, &str)]) -> Daemon {
-        let mut cmd = cliptag();
-        cmd.args(["run", "--config", config.to_str().unwrap()])
-            .env("CLIPTAG_LOG", "info,tract_linalg=warn")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("cliptag starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn signal(&self, signal: &str) {
-        send_signal(self.child.id(), signal);
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn send_signal(pid: u32, signal: &str) {
-    // bash's builtin kill: a minimal Debian has no /bin/kill (procps).
-    let status = std::process::Command::new("bash")
-        .args(["-c", &format!("kill -s {signal} {pid}")])
-        .status()
-        .expect("bash runs");
-    assert!(status.success(), "kill -s {signal} {pid} failed");
-}
-
-fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -315,50 +230,6 @@ fn sd_notify_sends_ready_watchdog_and_stopping_in_order() {
         messages.iter().any(|m| m.starts_with("STATUS=cam: ")),
         "{messages:?}"
     );
-}
-
-/// The RTSP test server (examples/rtsp_test_server.rs). `cargo test` builds examples only
-/// as test harnesses, so scripts/test.sh runs `cargo build --examples` first.
-fn rtsp_server_exe() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_cliptag"))
-        .parent()
-        .unwrap()
-        .join("examples/rtsp_test_server");
-    assert!(
-        exe.is_file(),
-        "{} is missing: build it with `cargo build --examples` (scripts/test.sh does)",
-        exe.display()
-    );
-    exe
-}
-
-fn rtsp_server(port: u16) -> Child {
-    let exe = rtsp_server_exe();
-    let mut child = std::process::Command::new(exe)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--clip",
-            clips().join("three_scenes_10s.mp4").to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("rtsp_test_server starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("READY "), "rtsp_test_server said {line:?}");
-    child
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

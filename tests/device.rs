@@ -116,7 +116,10 @@ fn the_binary_says_where_it_runs_and_why_not_on_the_gpu() {
         .lines()
         .filter(|l| l.contains("CUDA is not usable"))
         .count();
-    assert_eq!(fallbacks, 1, "one fallback line expected:\n{stderr}");
+    // A CUDA build that finds no GPU warns once; a CPU build on the CPU is doing what it was
+    // built for and stays quiet at the default level.
+    let expected = usize::from(cfg!(feature = "cuda"));
+    assert_eq!(fallbacks, expected, "fallback lines:\n{stderr}");
 
     let (code, _, stderr) = without_gpus(&["model", "check"], "cuda");
     // 78 (EX_CONFIG): systemd does not restart into the same refusal.

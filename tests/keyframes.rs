@@ -9,8 +9,8 @@ use cliptag::classify::{expand_labels, ClassifyConfig, LabelSet};
 use cliptag::clip::{
     super_image, window_pixels, ClipError, ClipModel, ImageEmbedder, ModelVariant,
 };
-use cliptag::daemon::{Tagger, WindowContent, WindowJob};
-use cliptag::ingest::{FrameSource, GstSource, Sampling};
+use cliptag::daemon::{Tagger, WindowContent, WindowJob, WindowStamp};
+use cliptag::ingest::{FrameSource, GstSource, Sampling, SourceKind};
 use cliptag::keyframes::{Aggregation, KeyframeConfig, LastScene, Selection, Window, Windower};
 use cliptag::store::NewSegment;
 
@@ -112,7 +112,18 @@ fn tag<E: ImageEmbedder>(
         ))
     };
     tagger
-        .tag(WindowJob::new("clip", "clip.mp4", &window, 0.0, content))
+        .tag(WindowJob::new(
+            &WindowStamp {
+                source: "clip",
+                shown_uri: "clip.mp4",
+                kind: SourceKind::File,
+                recorded_at: None,
+                processed_at: 0.0,
+                started_at: 0.0,
+            },
+            &window,
+            content,
+        ))
         .unwrap()
 }
 

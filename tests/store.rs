@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cliptag::ingest::{RecordedFrom, SourceKind};
 use cliptag::store::{
     blob_to_f32s, f32s_to_blob, LabelRecord, MatchQuery, ModelRecord, NewMatch, NewSegment,
-    Retention, SourceStateRecord, Store, StoreError, StoreWriter, TimeBound, WriterOptions,
-    SCHEMA_VERSION, SOURCE_STATES,
+    Retention, SourceStateRecord, Store, StoreError, StoreWriter, WriterOptions, SCHEMA_VERSION,
+    SOURCE_STATES,
 };
+use cliptag::times::TimeSpec;
 use cliptag::Disposition;
 use rusqlite::Connection;
 
@@ -46,7 +48,12 @@ fn seg(source: &str, start_ms: i64, matches: &[(&str, u32, f32)]) -> NewSegment 
         model_id: MODEL.into(),
         start_ms,
         end_ms: start_ms + 2000,
-        wall_time: 1000.0 + start_ms as f64 / 1000.0,
+        source_kind: SourceKind::File,
+        // Recorded at 1000 s; tagged (the retention clock) at the same times.
+        recorded_at: Some((1000.0, RecordedFrom::Config)),
+        wall_start: 1000.0 + start_ms as f64 / 1000.0,
+        wall_end: 1002.0 + start_ms as f64 / 1000.0,
+        processed_at: 1000.0 + start_ms as f64 / 1000.0,
         frame_count: 50,
         keyframes_ms: vec![start_ms, start_ms + 1000],
         clip_calls: 2,
@@ -262,7 +269,7 @@ fn version_1_database_gets_source_states_and_incremental_vacuum() {
     // `cliptag query` migrates the schema but leaves the rewrite to the
     // daemon: the same state as a daemon killed between the two steps.
     let store = Store::open_existing(&path).unwrap();
-    assert_eq!(raw_user_version(&path), 2);
+    assert_eq!(raw_user_version(&path), SCHEMA_VERSION);
     assert_eq!(raw_pragma(&path, "auto_vacuum"), AUTO_VACUUM_NONE);
     assert!(store.source_states().unwrap().is_empty());
     drop(store);
@@ -414,7 +421,10 @@ fn segments_matches_labels_and_text_cache_round_trip() {
     for (got, want) in segs.iter().zip([&s2, &s1, &s3]) {
         assert_eq!(got.model_id, want.model_id);
         assert_eq!(got.end_ms, want.end_ms);
-        assert_eq!(got.wall_time, want.wall_time);
+        assert_eq!(
+            (got.wall_start, got.wall_end, got.processed_at),
+            (want.wall_start, want.wall_end, want.processed_at)
+        );
         assert_eq!(got.frame_count, want.frame_count);
         assert_eq!(got.keyframes_ms, want.keyframes_ms);
         assert_eq!(got.clip_calls, want.clip_calls);
@@ -424,7 +434,10 @@ fn segments_matches_labels_and_text_cache_round_trip() {
             assert_eq!((gm.label.as_str(), gm.rank), (wm.label.as_str(), wm.rank));
             assert_eq!((gm.cosine, gm.probability), (wm.cosine, wm.probability));
             assert_eq!(gm.segment_id, got.id);
-            assert_eq!(gm.start_s, want.start_ms as f64 / 1000.0);
+            assert_eq!(
+                gm.offset,
+                Some((want.start_ms as f64 / 1000.0, want.end_ms as f64 / 1000.0))
+            );
         }
     }
     assert_eq!(store.segments(Some("cam2")).unwrap().len(), 1);
@@ -450,7 +463,6 @@ fn rewriting_a_window_replaces_it_and_its_matches() {
     // Same (source, model, start): a re-run of the same file.
     let mut again = seg("cam1", 0, &[("cat", 1, 0.8)]);
     again.end_ms = 1500;
-    again.source_uri = "file:///new/place.mp4".into();
     again.embedding = emb(42.0);
     w.write_segment(seg("cam1", 2000, &[("dog", 1, 0.5)]))
         .unwrap();
@@ -469,15 +481,28 @@ fn rewriting_a_window_replaces_it_and_its_matches() {
         .collect();
     assert_eq!(m, [("cat", 1)]);
     assert_eq!(store.query(&MatchQuery::default()).unwrap().len(), 2);
-    w.close().unwrap();
 
-    let uri: String = Connection::open(&path)
+    // The same name at another location is another source: its window at 0 s does not
+    // replace the first one's.
+    let mut elsewhere = seg("cam1", 0, &[("dog", 1, 0.9)]);
+    elsewhere.source_uri = "file:///new/place.mp4".into();
+    w.write_segment(elsewhere).unwrap();
+    w.close().unwrap();
+    assert_eq!(store.segments(Some("cam1")).unwrap().len(), 3);
+    let uris: Vec<String> = store
+        .query(&MatchQuery::default())
         .unwrap()
-        .query_row("SELECT uri FROM sources WHERE name = 'cam1'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(uri, "file:///new/place.mp4", "the latest write's uri wins");
+        .into_iter()
+        .map(|m| m.uri)
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            "file:///new/place.mp4",
+            "rtsp://***@cam1/stream",
+            "rtsp://***@cam1/stream"
+        ]
+    );
 }
 
 #[test]
@@ -523,7 +548,7 @@ fn labels_removed_from_the_file_become_inactive_and_keep_their_matches() {
     assert_eq!(store.labels(None).unwrap(), labels);
 
     let cat = MatchQuery {
-        label: Some("cat".into()),
+        labels: vec!["cat".into()],
         ..Default::default()
     };
     assert_eq!(
@@ -572,7 +597,10 @@ fn keys(store: &Store, q: MatchQuery) -> Vec<(String, i64, String, u32)> {
         .query(&q)
         .unwrap()
         .into_iter()
-        .map(|m| (m.source, (m.start_s * 1000.0) as i64, m.label, m.rank))
+        .map(|m| {
+            let (start, _) = m.offset.expect("file windows have a position");
+            (m.source, (start * 1000.0).round() as i64, m.label, m.rank)
+        })
         .collect()
 }
 
@@ -590,27 +618,28 @@ fn query_filters() {
     assert_eq!(
         all,
         [
+            // By wall-clock start (1000 s + position), then source, then rank.
             k("cam1", 0, "dog", 1),
             k("cam1", 0, "cat", 2),
+            k("cam2", 0, "blue car", 1),
+            k("cam2", 0, "dog", 2),
             k("cam1", 2000, "red car", 1),
             k("cam1", 2000, "blue car", 2),
             k("cam1", 4000, "cat", 1),
             k("cam1", 4000, "dog", 2),
-            k("cam2", 0, "blue car", 1),
-            k("cam2", 0, "dog", 2),
         ]
     );
 
     let label = |l: &str| MatchQuery {
-        label: Some(l.into()),
+        labels: vec![l.into()],
         ..q()
     };
     assert_eq!(
         keys(&store, label("dog")),
         [
             k("cam1", 0, "dog", 1),
+            k("cam2", 0, "dog", 2),
             k("cam1", 4000, "dog", 2),
-            k("cam2", 0, "dog", 2)
         ]
     );
     assert!(
@@ -620,44 +649,42 @@ fn query_filters() {
     assert_eq!(
         keys(&store, label("%car")),
         [
+            k("cam2", 0, "blue car", 1),
             k("cam1", 2000, "red car", 1),
             k("cam1", 2000, "blue car", 2),
-            k("cam2", 0, "blue car", 1)
         ]
     );
     assert_eq!(keys(&store, label("b%")).len(), 2);
 
     let source = MatchQuery {
-        source: Some("cam2".into()),
+        sources: vec!["cam2".into()],
         ..q()
     };
-    assert_eq!(keys(&store, source), all[6..]);
+    assert_eq!(keys(&store, source), all[2..4]);
 
     // Media bounds keep windows overlapping [since, until).
     let media = |since: Option<f64>, until: Option<f64>| MatchQuery {
-        source: Some("cam1".into()),
-        since: since.map(TimeBound::Media),
-        until: until.map(TimeBound::Media),
+        sources: vec!["cam1".into()],
+        since: since.map(TimeSpec::Media),
+        until: until.map(TimeSpec::Media),
         ..q()
     };
-    assert_eq!(keys(&store, media(Some(2.0), None)), all[2..6]);
-    assert_eq!(keys(&store, media(Some(1.5), None)), all[0..6]);
+    let cam1 = [&all[0..2], &all[4..]].concat();
+    assert_eq!(keys(&store, media(Some(2.0), None)), all[4..]);
+    assert_eq!(keys(&store, media(Some(1.5), None)), cam1);
     assert_eq!(keys(&store, media(None, Some(2.0))), all[0..2]);
-    assert_eq!(keys(&store, media(None, Some(2.001))), all[0..4]);
-    assert_eq!(keys(&store, media(Some(2.5), Some(3.0))), all[2..4]);
+    assert_eq!(keys(&store, media(None, Some(2.001))), cam1[0..4]);
+    assert_eq!(keys(&store, media(Some(2.5), Some(3.0))), all[4..6]);
 
-    // Wall bounds compare wall_time (1000 s + start in the fixture).
+    // Wall bounds compare the wall-clock spans (1000 s + position in the fixture).
     let wall = |since: Option<f64>, until: Option<f64>| MatchQuery {
-        since: since.map(TimeBound::Wall),
-        until: until.map(TimeBound::Wall),
+        since: since.map(TimeSpec::Wall),
+        until: until.map(TimeSpec::Wall),
         ..q()
     };
-    assert_eq!(keys(&store, wall(Some(1002.0), Some(1004.0))), all[2..4]);
-    assert_eq!(keys(&store, wall(Some(1004.0), None)), all[4..6]);
-    assert_eq!(
-        keys(&store, wall(None, Some(1000.5))),
-        [&all[0..2], &all[6..]].concat()
-    );
+    assert_eq!(keys(&store, wall(Some(1002.0), Some(1004.0))), all[4..6]);
+    assert_eq!(keys(&store, wall(Some(1004.0), None)), all[6..]);
+    assert_eq!(keys(&store, wall(None, Some(1000.5))), all[0..4]);
 
     let min_p = MatchQuery {
         min_probability: Some(0.5),
@@ -677,7 +704,8 @@ fn query_filters() {
         limit: Some(n),
         ..q()
     };
-    assert_eq!(keys(&store, limit(3)), all[..3]);
+    // The newest rows, oldest first.
+    assert_eq!(keys(&store, limit(3)), all[5..]);
     assert!(keys(&store, limit(0)).is_empty());
 
     let top = MatchQuery {
@@ -689,15 +717,22 @@ fn query_filters() {
     assert!(tops.iter().all(|t| t.3 == 1));
 
     let combined = MatchQuery {
-        label: Some("dog".into()),
+        labels: vec!["dog".into()],
         top_only: true,
         min_probability: Some(0.1),
         ..q()
     };
     assert_eq!(keys(&store, combined), [k("cam1", 0, "dog", 1)]);
 
-    let row = &store.query(&limit(1)).unwrap()[0];
-    assert_eq!((row.start_s, row.end_s, row.wall_time), (0.0, 2.0, 1000.0));
+    let row = &store.query(&q()).unwrap()[0];
+    assert_eq!(
+        (row.offset, row.wall_start, row.wall_end),
+        (Some((0.0, 2.0)), 1000.0, 1002.0)
+    );
+    assert_eq!(
+        (row.kind, row.uri.as_str()),
+        (SourceKind::File, "rtsp://***@cam1/stream")
+    );
     assert_eq!(row.model_id, MODEL);
     assert_eq!(row.probability, 0.7);
     let json = serde_json::to_value(row).unwrap();
@@ -879,7 +914,7 @@ fn readers_are_not_blocked_by_the_writer() {
             last = n;
             store
                 .query(&MatchQuery {
-                    source: Some("cam2".into()),
+                    sources: vec!["cam2".into()],
                     limit: Some(5),
                     ..Default::default()
                 })
@@ -1078,7 +1113,7 @@ fn retention_by_age_deletes_old_segments_and_their_matches() {
     .unwrap();
     w.put_text_embeddings(MODEL, vec![("a dog".into(), emb(9.0))])
         .unwrap();
-    // wall_time is 1000 s + start: 1000, 1002, ... 1018.
+    // processed_at is 1000 s + start: 1000, 1002, ... 1018.
     for i in 0..10 {
         w.write_segment(seg("cam1", i * 2000, &[("dog", 1, 0.6), ("cat", 2, 0.3)]))
             .unwrap();
@@ -1295,7 +1330,7 @@ fn the_writer_applies_retention_on_its_own() {
     for i in 0..20 {
         let mut s = seg("cam1", i * 2000, &[("dog", 1, 0.6)]);
         // Half an hour ago for the first ten, now for the rest.
-        s.wall_time = if i < 10 { now - 1800.0 } else { now };
+        s.processed_at = if i < 10 { now - 1800.0 } else { now };
         w.write_segment(s).unwrap();
     }
     w.flush().unwrap();
@@ -1312,4 +1347,83 @@ fn the_writer_applies_retention_on_its_own() {
         .collect();
     assert_eq!(left, (10..20).collect::<Vec<_>>());
     w.close().unwrap();
+}
+
+/// Migration 0003 converts a v2 database: a camera's windows (capture times in unix ms)
+/// get their wall-clock spans from those times, a file's windows keep their position and
+/// are placed at when they were tagged (all that was known), and `v_matches` reads them.
+#[test]
+fn version_2_database_gets_the_time_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(include_str!("../src/store/migrations/0001_initial.sql"))
+            .unwrap();
+        c.execute_batch(include_str!("../src/store/migrations/0002_daemon.sql"))
+            .unwrap();
+        c.execute_batch("PRAGMA user_version = 2;").unwrap();
+    }
+    let c = insert_v1_rows(&path);
+    // A camera: capture times 2026-12-07T12:00:00Z + 10 s, tagged a second later.
+    c.execute_batch(
+        "INSERT INTO sources VALUES (2, 'door', 'rtsp://***@door/s');
+         INSERT INTO segments VALUES (100, 2, 'sha256:m1', 1796644800000, 1796644810000,
+                                      1796644811.0, 10, '[]', 1, x'00000000');
+         INSERT INTO matches VALUES (100, 3, 1, 0.4, 0.9);",
+    )
+    .unwrap();
+    drop(c);
+
+    let w = StoreWriter::spawn(&path).unwrap();
+    w.close().unwrap();
+    assert_eq!(raw_user_version(&path), SCHEMA_VERSION);
+    let store = Store::open_existing(&path).unwrap();
+    let door = store
+        .query(&MatchQuery {
+            sources: vec!["door".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(door.len(), 1);
+    assert_eq!(door[0].kind, SourceKind::Live);
+    assert_eq!(
+        (door[0].wall_start, door[0].wall_end),
+        (1_796_644_800.0, 1_796_644_810.0)
+    );
+    assert_eq!(door[0].offset, None);
+    assert_eq!(door[0].processed_at, 1_796_644_811.0);
+
+    let cam1 = store
+        .query(&MatchQuery {
+            sources: vec!["cam1".into()],
+            top_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(cam1.len(), 20);
+    for (i, m) in cam1.iter().enumerate() {
+        // Tagged at 1000 + i; a 2 s window ending then.
+        let tagged = 1000.0 + i as f64;
+        assert_eq!(m.kind, SourceKind::File);
+        assert_eq!((m.wall_start, m.wall_end), (tagged - 2.0, tagged));
+        assert_eq!(m.offset, Some((i as f64 * 2.0, i as f64 * 2.0 + 2.0)));
+    }
+
+    let c = Connection::open(&path).unwrap();
+    let (utc_start, offset, label): (String, Option<f64>, String) = c
+        .query_row(
+            "SELECT utc_start, offset_s, label FROM v_matches WHERE source = 'door'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (utc_start.as_str(), offset, label.as_str()),
+        ("2026-12-07T12:00:00.000Z", None, "red car")
+    );
+    let rows: i64 = c
+        .query_row("SELECT count(*) FROM v_matches", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 41);
 }

@@ -12,6 +12,7 @@ mod daemon;
 mod device;
 mod end_to_end;
 mod examples;
+mod first_hour;
 mod ingest;
 mod keyframes;
 mod layouts;

@@ -49,6 +49,29 @@ impl LabelSet {
         })
     }
 
+    /// What the scores depend on, as a short hex digest: every label's text and embedding,
+    /// and the head's weights. Two runs with the same fingerprint score a window alike.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for (label, embedding) in self.labels.iter().zip(&self.embeddings) {
+            hasher.update(label.text.as_bytes());
+            hasher.update([0]);
+            for v in embedding {
+                hasher.update(v.to_le_bytes());
+            }
+        }
+        if let Some(head) = &self.head {
+            for v in head.weights.iter().flatten().chain(&head.bias) {
+                hasher.update(v.to_le_bytes());
+            }
+        }
+        hasher.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// All labels ranked by probability; the caller trims to top-k / min probability.
     pub fn score(&self, window_embedding: &[f32]) -> Vec<LabelScore> {
         let cosines: Vec<f32> = self

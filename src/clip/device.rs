@@ -64,11 +64,11 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device, ClipError> {
     if let Some(reason) = fallback {
         if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
             // A GPU build that finds no GPU deserves a warning; a CPU build running on the
-            // CPU is doing what it was built for.
+            // CPU is doing what it was built for, and says so only when asked (debug).
             if cfg!(feature = "cuda") {
                 tracing::warn!(%reason, "device \"auto\": CUDA is not usable, running CLIP on the CPU");
             } else {
-                tracing::info!(%reason, "device \"auto\": CUDA is not usable, running CLIP on the CPU");
+                tracing::debug!(%reason, "device \"auto\": running CLIP on the CPU");
             }
         }
     }

@@ -87,6 +87,18 @@ pub struct ModelSettings {
 }
 
 impl ModelSettings {
+    /// `dir` with every option at its default (variant auto, layout detected, all cores,
+    /// device auto), as a config's `[model]` table with only `dir`.
+    pub fn new(dir: PathBuf) -> ModelSettings {
+        ModelSettings {
+            dir,
+            variant: ModelVariant::default(),
+            layout: LayoutChoice::default(),
+            threads: 0,
+            device: DeviceChoice::default(),
+        }
+    }
+
     /// `dir` on the CPU, layout detected.
     pub fn cpu(dir: &Path, variant: ModelVariant, threads: usize) -> ModelSettings {
         ModelSettings {

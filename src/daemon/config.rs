@@ -132,6 +132,51 @@ impl Config {
     }
 }
 
+/// The config file's conventional place on an installed box.
+pub const SYSTEM_CONFIG: &str = "/etc/cliptag/cliptag.toml";
+
+/// Where a command finds its config when not given one: `$CLIPTAG_CONFIG`, else
+/// [`SYSTEM_CONFIG`] when it exists.
+pub fn default_path() -> Option<PathBuf> {
+    std::env::var_os("CLIPTAG_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.is_file()))
+}
+
+impl Config {
+    /// A config for tagging files without a config file: this model and labels file into
+    /// this database, the defaults for everything else.
+    pub fn for_files(model: ModelSettings, labels: PathBuf, database: PathBuf) -> Config {
+        Config {
+            path: PathBuf::new(),
+            model,
+            labels_path: labels,
+            database,
+            sampling: Sampling::Fps(1.0),
+            window: Duration::from_secs(10),
+            keyframes: KeyframeConfig::default(),
+            classify: ClassifyConfig::default(),
+            sources: Vec::new(),
+            daemon: DaemonConfig::default(),
+            retention: Retention::default(),
+        }
+    }
+
+    /// This config with its sources replaced by `files`: each file its own source, named
+    /// and keyed by its path.
+    pub fn with_files(mut self, files: &[PathBuf]) -> Config {
+        self.sources = files
+            .iter()
+            .map(|f| {
+                let path = f.display().to_string();
+                SourceConfig::new(&path, &path)
+            })
+            .collect();
+        self
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }

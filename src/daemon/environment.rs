@@ -6,7 +6,7 @@ use crossbeam_channel::Receiver;
 
 use super::notify::Notifier;
 use super::opener::SourceOpener;
-use super::report::Progress;
+use super::progress::Progress;
 use super::signals::{listen_for_signals, ControlEvent};
 use crate::clock::{Clock, SystemClock};
 

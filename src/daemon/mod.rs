@@ -38,6 +38,7 @@ pub mod generation;
 pub mod labels;
 pub mod notify;
 pub mod opener;
+pub mod progress;
 pub mod report;
 pub mod running;
 pub mod settings;
@@ -56,12 +57,15 @@ pub use error::RunError;
 pub use labels::{labels_plan, other_model, prepare_labels, LabelsPlan};
 pub use notify::Notifier;
 pub use opener::{GstOpener, SourceOpener};
-pub use report::{NoProgress, Progress, RunOptions, RunReport, SourceReport};
+pub use progress::{LogProgress, NoProgress, Progress};
+pub use report::{RunOptions, RunReport, SourceReport};
 pub use settings::{DaemonConfig, DaemonSection};
 pub use signals::{listen_for_signals, ControlEvent};
 pub use status::{SourceState, SourceStatus, StageBeat, StatusBoard};
 pub use supervise::SourceRunner;
-pub use tagger::{Tagger, WindowContent, WindowJob};
+pub use tagger::{Tagger, WindowContent, WindowJob, WindowStamp};
+
+use crate::ingest::SourceConfig;
 
 /// Run the configured sources until they end (files) or until told to stop.
 pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<RunReport, RunError> {
@@ -72,17 +76,26 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
     }
     crate::ingest::init()?;
     let prepared = startup::prepare(config, options, &env.clock)?;
-    let (model_id, labels, prompts_encoded) = (
+    let (model_id, prompts_encoded, skipped) = (
         prepared.model_id.clone(),
-        prepared.labels,
         prepared.prompts_encoded,
+        prepared.skipped.clone(),
     );
-    let running = running::Running::start(config, prepared, &env)?;
-    env.notifier.ready(&format!(
-        "{} sources, {labels} labels",
-        config.sources.len()
-    ));
-    tracing::info!(sources = config.sources.len(), "daemon ready");
+    let labels = prepared.labels;
+    let sources: Vec<SourceConfig> = config
+        .sources
+        .iter()
+        .filter(|s| !skipped.contains(&s.name))
+        .cloned()
+        .collect();
+    let running = running::Running::start(config, &sources, prepared, &env)?;
+    env.notifier
+        .ready(&format!("{} sources, {labels} labels", sources.len()));
+    tracing::info!(
+        sources = sources.len(),
+        skipped = skipped.len(),
+        "daemon ready"
+    );
 
     let mut states = states::StatePublisher::new();
     let end = control::supervise(config, &running, &mut states, &env);
@@ -108,8 +121,14 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
     }
     Ok(RunReport {
         model_id,
-        labels,
+        // The labels in force at the end: a reload may have changed them.
+        labels: if outcome.labels > 0 {
+            outcome.labels
+        } else {
+            labels
+        },
         prompts_encoded,
+        skipped,
         sources: board
             .snapshot()
             .iter()

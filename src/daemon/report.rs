@@ -7,6 +7,9 @@ use super::status::{SourceState, SourceStatus};
 pub struct RunOptions {
     /// Accept a database holding segments of another model.
     pub new_model_generation: bool,
+    /// Leave out file sources already tagged to their end, unchanged, by this model and
+    /// label set (a run over a pile of recordings picks up where it stopped).
+    pub skip_tagged_files: bool,
 }
 
 /// What happened to one source.
@@ -35,23 +38,20 @@ pub struct RunReport {
     pub abandoned_windows: u64,
     /// Windows CLIP failed on (logged; the source carried on).
     pub failed_windows: u64,
+    /// Files left out: already tagged to their end, unchanged, with this model and labels.
+    pub skipped: Vec<String>,
 }
 
 impl RunReport {
     pub fn anything_processed(&self) -> bool {
         self.sources.iter().any(|s| s.windows > 0)
     }
-}
 
-/// Progress callbacks, so the binary can draw a bar without the library knowing about TTYs.
-pub trait Progress: Send + Sync {
-    fn source_started(&self, _name: &str, _duration: Option<f64>) {}
-    fn window_done(&self, _source: &str, _end: f64) {}
-    fn source_finished(&self, _report: &SourceReport) {}
+    /// Sources that had windows written.
+    pub fn sources_with_windows(&self) -> usize {
+        self.sources.iter().filter(|s| s.windows > 0).count()
+    }
 }
-
-pub struct NoProgress;
-impl Progress for NoProgress {}
 
 /// A source's status as its report line.
 pub(super) fn report_of(status: &SourceStatus) -> SourceReport {

@@ -22,7 +22,7 @@ use super::status::{StageBeat, StatusBoard};
 use super::supervise::SourceRunner;
 use super::tagger::WindowJob;
 use super::worker::{InferenceOutcome, InferenceWorker, WorkerControl};
-use crate::ingest::IngestError;
+use crate::ingest::{IngestError, SourceConfig};
 use crate::store::StoreWriter;
 
 /// A run's threads and what the daemon loop watches them through.
@@ -38,8 +38,10 @@ pub(super) struct Running {
 }
 
 impl Running {
+    /// Start inference and a thread for each of `sources`.
     pub fn start(
         config: &Config,
+        sources: &[SourceConfig],
         prepared: Prepared,
         env: &Environment,
     ) -> Result<Running, RunError> {
@@ -75,8 +77,8 @@ impl Running {
                 stall_timeout: config.daemon.stall_timeout,
             })
         });
-        let mut sources = Vec::new();
-        for source in &config.sources {
+        let mut threads = Vec::new();
+        for source in sources {
             board.register(source);
             let runner = SourceRunner {
                 source: source.clone(),
@@ -95,7 +97,7 @@ impl Running {
                 .name(format!("source-{}", source.name))
                 .spawn(move || runner.run())
                 .map_err(|e| IngestError::Init(format!("cannot start a source thread: {e}")))?;
-            sources.push((source.name.clone(), handle));
+            threads.push((source.name.clone(), handle));
         }
         Ok(Running {
             board,
@@ -103,7 +105,7 @@ impl Running {
             inference_beat,
             control,
             worker,
-            sources,
+            sources: threads,
             stop,
             abort,
         })

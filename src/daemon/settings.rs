@@ -19,6 +19,8 @@ pub struct DaemonConfig {
     pub stall_timeout: Duration,
     /// Windows waiting for inference across all sources; live sources drop when it is full.
     pub queue: usize,
+    /// Without a terminal: how often a file being tagged says how far it is.
+    pub progress_interval: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -29,6 +31,7 @@ impl Default for DaemonConfig {
             backoff_max: Duration::from_secs(60),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             queue: 8,
+            progress_interval: Duration::from_secs(30),
         }
     }
 }
@@ -42,6 +45,7 @@ pub struct DaemonSection {
     backoff_max: Option<Setting<String>>,
     stall_timeout: Option<Setting<String>>,
     queue: Option<Setting<usize>>,
+    progress_interval: Option<Setting<String>>,
 }
 
 impl DaemonSection {
@@ -75,6 +79,9 @@ impl DaemonSection {
                 ));
             }
             daemon.queue = *q.get();
+        }
+        if let Some(v) = &self.progress_interval {
+            daemon.progress_interval = duration("daemon.progress_interval", v)?;
         }
         Ok(daemon)
     }

@@ -15,6 +15,7 @@ use super::report::RunOptions;
 use super::tagger::Tagger;
 use crate::clip::{ClipModel, PreprocessConfig, TextTower};
 use crate::clock::Clock;
+use crate::ingest::FileIdentity;
 use crate::store::{ModelRecord, Store, StoreWriter, WriterOptions};
 
 /// What the inference side of a run starts with.
@@ -28,6 +29,8 @@ pub(super) struct Prepared {
     pub recipe: PreprocessConfig,
     pub labels: usize,
     pub prompts_encoded: usize,
+    /// File sources to leave out (see [`RunOptions::skip_tagged_files`]).
+    pub skipped: Vec<String>,
 }
 
 pub(super) fn prepare(
@@ -78,6 +81,15 @@ pub(super) fn prepare(
     let model_id = model.id.clone();
     let recipe = model.preprocess.clone();
     let label_count = labels.labels.len();
+    let skipped = if options.skip_tagged_files {
+        already_tagged(
+            config,
+            &store,
+            &format!("{model_id}:{}", labels.fingerprint()),
+        )?
+    } else {
+        Vec::new()
+    };
     Ok(Prepared {
         tagger: Tagger::new(
             model,
@@ -92,5 +104,29 @@ pub(super) fn prepare(
         recipe,
         labels: label_count,
         prompts_encoded,
+        skipped,
     })
+}
+
+/// File sources the database has as tagged to their end, unchanged since, with the same
+/// model and label set.
+fn already_tagged(
+    config: &Config,
+    store: &Store,
+    tagged_with: &str,
+) -> Result<Vec<String>, RunError> {
+    let mut skipped = Vec::new();
+    for source in config.sources.iter().filter(|s| !s.is_live()) {
+        let Some(now) = FileIdentity::of(source.location.secret()) else {
+            continue;
+        };
+        let Some(then) = store.tagged_file(&source.name, source.location.shown())? else {
+            continue;
+        };
+        if then.size == now.size && then.mtime == now.mtime && then.tagged_with == tagged_with {
+            tracing::info!(source = %source.name, "already tagged, unchanged: skipped");
+            skipped.push(source.name.clone());
+        }
+    }
+    Ok(skipped)
 }

@@ -25,14 +25,22 @@ use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 
 use super::backoff::Backoff;
 use super::opener::SourceOpener;
-use super::report::Progress;
+use super::progress::Progress;
 use super::settings::DaemonConfig;
 use super::status::{SourceState, StatusBoard};
-use super::tagger::{WindowContent, WindowJob};
+use super::tagger::{WindowContent, WindowJob, WindowStamp};
 use crate::clip::{window_pixels, PreprocessConfig};
 use crate::clock::Clock;
-use crate::ingest::{IngestError, SourceConfig};
+use crate::ingest::{FileIdentity, FrameSource, IngestError, RecordedFrom, SourceConfig};
 use crate::keyframes::{KeyframeConfig, LastScene, Window, Windower};
+
+/// What a file's last window carries besides itself.
+struct WindowEnd {
+    /// What the file was, to mark it tagged once the window is written.
+    file_done: Option<FileIdentity>,
+    /// Told when inference has handed the window to the writer.
+    handed_over: Option<crossbeam_channel::Sender<()>>,
+}
 
 /// What one attempt hands to the next.
 #[derive(Debug, Clone, Default)]
@@ -172,8 +180,10 @@ impl SourceRunner {
             Ok(f) => f,
             Err(e) => return Attempt::Failed(e),
         };
-        self.progress
-            .source_started(&self.source.name, frames.duration());
+        // A file's recording start, known once the first frame is out (the container's
+        // tags come with it): the config's word, else the container's, else its mtime.
+        let mut recorded: Option<(f64, RecordedFrom)> = None;
+        let started_at = self.clock.now();
         let mut windower = Windower::new(self.window, self.keyframes.selector());
         // A new connection may show another scene, so it starts without a reference.
         let mut last_scene = LastScene::default();
@@ -203,6 +213,12 @@ impl SourceRunner {
                     frame.pts += base;
                     if !*delivered {
                         *delivered = true;
+                        if !self.source.is_live() {
+                            recorded = self.recording_start(frames.as_ref());
+                        }
+                        // The pipeline has prerolled: a file's duration is known now.
+                        self.progress
+                            .source_started(&self.source.name, frames.duration());
                         if let Some(down_since) = cursor.down_since.take() {
                             tracing::info!(
                                 source = %self.source.name,
@@ -223,7 +239,7 @@ impl SourceRunner {
                     reported_drops = dropped_now;
                     if let Some(window) = windower.push(frame) {
                         live_end = live_end.max(window.end);
-                        if !self.send(window, &mut last_scene) {
+                        if !self.send(window, recorded, started_at, &mut last_scene) {
                             break Attempt::Stopped;
                         }
                     }
@@ -232,7 +248,22 @@ impl SourceRunner {
                     let end = frames.duration().map(|d| d + time_base.unwrap_or(0.0));
                     if let Some(window) = windower.finish(end) {
                         live_end = live_end.max(window.end);
-                        self.send(window, &mut last_scene);
+                        // A file read to its end, once: its last window carries what the
+                        // file was, so it can be marked tagged after that window is written.
+                        let once = !self.source.is_live() && !self.source.looped;
+                        let done = once
+                            .then(|| FileIdentity::of(self.source.location.secret()))
+                            .flatten();
+                        let (told, handed_over) = crossbeam_channel::bounded(1);
+                        let last = WindowEnd {
+                            file_done: done,
+                            handed_over: once.then_some(told),
+                        };
+                        if self.send_last(window, recorded, started_at, &mut last_scene, last)
+                            && once
+                        {
+                            self.wait_until_handed_over(&handed_over);
+                        }
                     }
                     break Attempt::Ended {
                         note: frames.warnings().last().cloned(),
@@ -262,7 +293,29 @@ impl SourceRunner {
     /// Decide a window's fate and hand it to inference (see the rules above). Paced sources
     /// drop it when the queue is full; files wait, checking for shutdown. Returns false when
     /// inference is gone.
-    fn send(&self, window: Window, last_scene: &mut LastScene) -> bool {
+    fn send(
+        &self,
+        window: Window,
+        recorded: Option<(f64, RecordedFrom)>,
+        started_at: f64,
+        last_scene: &mut LastScene,
+    ) -> bool {
+        let last = WindowEnd {
+            file_done: None,
+            handed_over: None,
+        };
+        self.send_last(window, recorded, started_at, last_scene, last)
+    }
+
+    /// [`Self::send`], for a window that may be a file's last.
+    fn send_last(
+        &self,
+        window: Window,
+        recorded: Option<(f64, RecordedFrom)>,
+        started_at: f64,
+        last_scene: &mut LastScene,
+        last: WindowEnd,
+    ) -> bool {
         let unchanged = last_scene.unchanged(&self.keyframes, &window.features);
         if self.source.paced() && self.jobs.is_full() {
             self.window_dropped(&window);
@@ -277,13 +330,19 @@ impl SourceRunner {
                 &self.recipe,
             ))
         };
-        let job = WindowJob::new(
-            &self.source.name,
-            self.source.location.shown(),
-            &window,
-            self.clock.now(),
-            content,
-        );
+        let stamp = WindowStamp {
+            source: &self.source.name,
+            shown_uri: self.source.location.shown(),
+            kind: self.source.kind(),
+            recorded_at: recorded,
+            processed_at: self.clock.now(),
+            started_at,
+        };
+        let job = WindowJob {
+            file_done: last.file_done,
+            handed_over: last.handed_over,
+            ..WindowJob::new(&stamp, &window, content)
+        };
         let end = window.end;
         let sent = if self.source.paced() {
             match self.jobs.try_send(job) {
@@ -315,6 +374,52 @@ impl SourceRunner {
         }
         self.window_sent(end);
         true
+    }
+
+    /// Wait until inference has handed a file's last window to the writer, so the state
+    /// "finished" (written after this) means every window is stored. Gives up on shutdown
+    /// or when inference is gone.
+    fn wait_until_handed_over(&self, handed_over: &crossbeam_channel::Receiver<()>) {
+        while !self.stop.load(Ordering::SeqCst) {
+            match handed_over.recv_timeout(Duration::from_millis(200)) {
+                Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    // Still alive, waiting for inference.
+                    self.board.update(&self.source.name, |_| {});
+                }
+            }
+        }
+    }
+
+    /// When a file's recording started, best source first; logged once per file.
+    fn recording_start(&self, frames: &dyn FrameSource) -> Option<(f64, RecordedFrom)> {
+        // A recorder writes until the recording stops and closes the file then: its
+        // modification time is the recording's end, so the start is one duration earlier.
+        let from_file = || {
+            std::fs::metadata(self.source.location.secret())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| {
+                    let end = d.as_secs_f64();
+                    (end - frames.duration().unwrap_or(0.0), RecordedFrom::Mtime)
+                })
+        };
+        let recorded = self
+            .source
+            .recorded_at
+            .map(|t| (t, RecordedFrom::Config))
+            .or_else(|| frames.recorded_at().map(|t| (t, RecordedFrom::Container)))
+            .or_else(from_file);
+        match recorded {
+            Some((t, from)) => {
+                tracing::info!(source = %self.source.name, recorded_at = %crate::times::Zone::local().rfc3339(t), from = from.as_str(), "recording start")
+            }
+            None => {
+                tracing::warn!(source = %self.source.name, "the recording's start is unknown (no date in the file, no modification time): its windows are placed at the time they are tagged; set recorded_at for the source")
+            }
+        }
+        recorded
     }
 
     fn window_dropped(&self, window: &Window) {

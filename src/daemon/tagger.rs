@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use crate::classify::{Aggregator, ClassifyConfig, LabelSet};
 use crate::clip::{ClipError, ImageEmbedder};
+use crate::ingest::{FileIdentity, RecordedFrom, SourceKind};
 use crate::keyframes::{Aggregation, KeyframeConfig, Window};
 use crate::store::{NewMatch, NewSegment};
 
@@ -31,30 +32,49 @@ pub struct WindowJob {
     pub source: String,
     /// Credentials masked.
     pub source_uri: String,
+    pub source_kind: SourceKind,
+    /// A file's recording start and how it is known.
+    pub recorded_at: Option<(f64, RecordedFrom)>,
+    /// A file: the window's position in it. A live source: capture time (unix seconds).
     pub window_start: f64,
     pub window_end: f64,
+    /// The window's wall-clock span, unix seconds.
+    pub wall_start: f64,
+    pub wall_end: f64,
     /// Unix seconds from the run's clock when the source cut the window.
-    pub wall_time: f64,
+    pub processed_at: f64,
     pub sampled: usize,
     pub keyframes_ms: Vec<i64>,
     pub content: WindowContent,
+    /// Set on the last window of a file that was read to its end: what the file was, so
+    /// the file can be marked tagged once this window is written.
+    pub file_done: Option<FileIdentity>,
+    /// Told when the window has been handed to the writer (or given up): a file's source
+    /// waits for its last window so that "finished" means stored. Windows are tagged in
+    /// the order they were sent, so the last one's word covers the ones before it.
+    pub handed_over: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl WindowJob {
-    /// The job for `window`, whose content the source decided; `wall_time` from its clock.
-    pub fn new(
-        source: &str,
-        shown_uri: &str,
-        window: &Window,
-        wall_time: f64,
-        content: WindowContent,
-    ) -> WindowJob {
+    /// The job for `window` of a source that `stamp` describes, whose content the source
+    /// decided.
+    pub fn new(stamp: &WindowStamp<'_>, window: &Window, content: WindowContent) -> WindowJob {
+        // A live window's media times are its capture times already; a file's are
+        // positions, on the recording's clock.
+        let origin = match stamp.kind {
+            SourceKind::Live => 0.0,
+            SourceKind::File => stamp.recorded_at.map_or(stamp.started_at, |(t, _)| t),
+        };
         WindowJob {
-            source: source.to_string(),
-            source_uri: shown_uri.to_string(),
+            source: stamp.source.to_string(),
+            source_uri: stamp.shown_uri.to_string(),
+            source_kind: stamp.kind,
+            recorded_at: stamp.recorded_at,
             window_start: window.start,
             window_end: window.end,
-            wall_time,
+            wall_start: origin + window.start,
+            wall_end: origin + window.end,
+            processed_at: stamp.processed_at,
             sampled: window.sampled,
             keyframes_ms: window
                 .keyframes
@@ -62,6 +82,8 @@ impl WindowJob {
                 .map(|f| (f.pts * 1000.0).round() as i64)
                 .collect(),
             content,
+            file_done: None,
+            handed_over: None,
         }
     }
 
@@ -72,6 +94,23 @@ impl WindowJob {
             WindowContent::Unchanged => 0,
         }
     }
+}
+
+/// What the source thread knows about where its windows stand in time.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowStamp<'a> {
+    pub source: &'a str,
+    /// Credentials masked.
+    pub shown_uri: &'a str,
+    pub kind: SourceKind,
+    /// A file's recording start; without one a file's windows are placed at the time they
+    /// were tagged.
+    pub recorded_at: Option<(f64, RecordedFrom)>,
+    /// Now, by the run's clock.
+    pub processed_at: f64,
+    /// When this reading of the source began, by the run's clock: where a file whose
+    /// recording start is unknown is placed, so its windows keep their spacing.
+    pub started_at: f64,
 }
 
 /// The last window of a source whose embedding was computed, for unchanged windows.
@@ -192,10 +231,14 @@ impl<E: ImageEmbedder> Tagger<E> {
         Ok(NewSegment {
             source: job.source,
             source_uri: job.source_uri,
+            source_kind: job.source_kind,
+            recorded_at: job.recorded_at,
             model_id: self.model_id.clone(),
             start_ms: (job.window_start * 1000.0).round() as i64,
             end_ms: (job.window_end * 1000.0).round() as i64,
-            wall_time: job.wall_time,
+            wall_start: job.wall_start,
+            wall_end: job.wall_end,
+            processed_at: job.processed_at,
             frame_count: job.sampled as u32,
             keyframes_ms: job.keyframes_ms,
             clip_calls,

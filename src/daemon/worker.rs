@@ -15,7 +15,8 @@ use super::status::StageBeat;
 use super::tagger::{Tagger, WindowJob};
 use crate::classify::ClassifyConfig;
 use crate::clip::{ClipModel, MAX_BATCH};
-use crate::store::{Store, StoreWriter};
+use crate::ingest::FileIdentity;
+use crate::store::{Store, StoreWriter, TaggedFile};
 
 /// What the inference thread reports when it ends.
 #[derive(Debug, Default)]
@@ -28,6 +29,8 @@ pub(super) struct InferenceOutcome {
     pub abandoned: u64,
     /// What stopped the thread early, if anything did.
     pub fatal: Option<RunError>,
+    /// Labels in force when the thread ended (after any reload).
+    pub labels: usize,
 }
 
 pub(super) enum WorkerControl {
@@ -90,6 +93,7 @@ impl InferenceWorker {
                 default(Duration::from_millis(200)) => {}
             }
         }
+        outcome.labels = self.tagger.labels.labels.len();
         outcome
     }
 
@@ -99,6 +103,16 @@ impl InferenceWorker {
         outcome: &mut InferenceOutcome,
     ) -> Result<(), RunError> {
         let count = batch.len() as u64;
+        let done: Vec<(String, String, FileIdentity)> = batch
+            .iter()
+            .filter_map(|j| {
+                j.file_done
+                    .map(|f| (j.source.clone(), j.source_uri.clone(), f))
+            })
+            .collect();
+        // Told after the batch's segments are queued to the writer (or given up), whatever
+        // happens below: the senders are dropped with this vector.
+        let handed_over: Vec<_> = batch.iter().filter_map(|j| j.handed_over.clone()).collect();
         let segments = match self.tagger.tag_batch(batch) {
             Ok(s) => s,
             Err(e) if e.disposition() != crate::Disposition::Stop => {
@@ -110,8 +124,38 @@ impl InferenceWorker {
         };
         for segment in segments {
             let source = segment.source.clone();
+            tracing::debug!(
+                source = %source,
+                start_ms = segment.start_ms,
+                end_ms = segment.end_ms,
+                clip_calls = segment.clip_calls,
+                top = segment.matches.first().map_or("-", |m| m.label.as_str()),
+                probability = segment.matches.first().map_or(0.0, |m| m.probability),
+                "window tagged"
+            );
             self.writer.write_segment(segment)?;
             *outcome.written.entry(source).or_default() += 1;
+        }
+        if !done.is_empty() {
+            let tagged_with = format!(
+                "{}:{}",
+                self.tagger.model_id,
+                self.tagger.labels.fingerprint()
+            );
+            for (source, uri, file) in done {
+                tracing::info!(source = %source, "tagged to its end");
+                self.writer.mark_file_tagged(TaggedFile {
+                    source,
+                    uri,
+                    size: file.size,
+                    mtime: file.mtime,
+                    tagged_with: tagged_with.clone(),
+                })?;
+            }
+        }
+        for waiting in handed_over {
+            // The source may have stopped waiting; nothing to tell then.
+            let _ = waiting.try_send(());
         }
         Ok(())
     }

@@ -7,13 +7,13 @@ use crate::Disposition;
 pub enum IngestError {
     #[error("GStreamer could not be initialised: {0}")]
     Init(String),
-    #[error("source {source_name:?}: cannot open {uri}: {reason}")]
+    #[error("{}cannot open {uri}: {reason}", named(source_name, uri))]
     Open {
         source_name: String,
         uri: String,
         reason: String,
     },
-    #[error("source {source_name:?} ({uri}): {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("{}{uri}: {message}{}", named(source_name, uri), debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Stream {
         source_name: String,
         /// Credentials masked.
@@ -22,10 +22,23 @@ pub enum IngestError {
         debug: Option<String>,
         live: bool,
     },
-    #[error("source {source_name:?}: {uri} has no video stream (audio or other data only)")]
+    #[error(
+        "{}{uri} has no video stream (audio or other data only)",
+        named(source_name, uri)
+    )]
     NoVideo { source_name: String, uri: String },
     #[error("source {source_name:?}: cannot read frame: {reason}")]
     Frame { source_name: String, reason: String },
+}
+
+/// `source "cam": ` before a message about `uri`, unless the source is named by its location
+/// (a file given on the command line), which the message names anyway.
+fn named(source_name: &str, uri: &str) -> String {
+    if source_name.is_empty() || source_name == uri {
+        String::new()
+    } else {
+        format!("source {source_name:?}: ")
+    }
 }
 
 impl IngestError {

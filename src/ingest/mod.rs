@@ -20,6 +20,7 @@
 //! GStreamer pipeline itself).
 
 pub mod error;
+pub mod files;
 pub mod image;
 pub mod pipeline;
 pub mod sampling;
@@ -30,5 +31,7 @@ pub use error::IngestError;
 pub use image::{Frame, RgbImage};
 pub use pipeline::{init, GstSource, OpenOptions, DEFAULT_STALL_TIMEOUT};
 pub use sampling::{Sampler, Sampling, SamplingSection};
-pub use source::{FrameSource, RtspTransport, SourceConfig, SourceSection};
+pub use source::{
+    FileIdentity, FrameSource, RecordedFrom, RtspTransport, SourceConfig, SourceKind, SourceSection,
+};
 pub use uri::Location;

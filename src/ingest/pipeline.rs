@@ -123,6 +123,9 @@ pub struct GstSource {
     no_video: Arc<AtomicBool>,
     video_pads: Arc<AtomicU32>,
     last_pts: Option<f64>,
+    /// When the recording started, from the container's date tag (MP4 `creation_time`,
+    /// Matroska `DateUTC`), as unix seconds.
+    recorded_at: Option<f64>,
     frames_out: u64,
     finished: bool,
     warnings: Vec<String>,
@@ -343,6 +346,7 @@ impl GstSource {
             no_video,
             video_pads,
             last_pts: None,
+            recorded_at: None,
             frames_out: 0,
             finished: false,
             decoded_at,
@@ -398,10 +402,11 @@ impl GstSource {
 
     /// The first error waiting on the bus, if any; warnings are kept for [`warnings`].
     fn pop_bus_error(&mut self) -> Option<IngestError> {
-        while let Some(msg) = self
-            .bus
-            .pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning])
-        {
+        while let Some(msg) = self.bus.pop_filtered(&[
+            gst::MessageType::Error,
+            gst::MessageType::Warning,
+            gst::MessageType::Tag,
+        ]) {
             match msg.view() {
                 gst::MessageView::Error(e) => {
                     let element = msg.src().map(|s| s.name().to_string());
@@ -422,6 +427,12 @@ impl GstSource {
                 gst::MessageView::Warning(w) => {
                     self.warnings
                         .push(self.scrub(&format!("GStreamer warning: {}", w.error())));
+                }
+                gst::MessageView::Tag(t) if self.recorded_at.is_none() => {
+                    self.recorded_at = t
+                        .tags()
+                        .get::<gst::tags::DateTime>()
+                        .and_then(|d| unix_of(&d.get()));
                 }
                 _ => {}
             }
@@ -494,6 +505,16 @@ impl GstSource {
     }
 }
 
+/// A container's date as unix seconds; `None` for a date without a time of day, or a
+/// zero date (an MP4 whose `creation_time` was never set reads as 1904-01-01).
+fn unix_of(date: &gst::DateTime) -> Option<f64> {
+    if !date.has_time() || date.year() < 1971 {
+        return None;
+    }
+    let g = date.to_g_date_time().ok()?;
+    Some(g.to_unix() as f64 + g.microsecond() as f64 / 1e6)
+}
+
 fn stream_time_of(pad: &gst::Pad, pts: Option<gst::ClockTime>) -> Option<f64> {
     let pts = pts?;
     let stream_time = pad
@@ -556,6 +577,15 @@ impl FrameSource for GstSource {
                 Err(_) => None,
             };
             if let Some(sample) = sample {
+                if self.frames_out == 0 {
+                    // The appsink posted the stream's tags (the container's date among
+                    // them) before this first buffer reached it: read them now, so a
+                    // caller asking for the recording's start at the first frame gets it.
+                    if let Some(err) = self.pop_bus_error() {
+                        self.finish();
+                        return Err(err);
+                    }
+                }
                 self.decoded_at.fetch_max(monotonic_ms(), Ordering::Relaxed);
                 let frame = self.frame_from_sample(&sample)?;
                 self.last_pts = Some(frame.pts);
@@ -582,6 +612,10 @@ impl FrameSource for GstSource {
 
     fn warnings(&self) -> Vec<String> {
         self.warnings.clone()
+    }
+
+    fn recorded_at(&self) -> Option<f64> {
+        self.recorded_at
     }
 
     fn dropped(&self) -> u64 {

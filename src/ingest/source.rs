@@ -6,9 +6,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::error::IngestError;
+use super::files;
 use super::image::Frame;
-use super::uri::{resolve_uri, Location};
+use super::uri::{has_scheme, resolve_uri, Location};
 use crate::settings::{Context, Invalid, Setting};
+use crate::times::{parse_instant, Zone};
 
 /// Anything that yields sampled frames: a camera, a file, or a test's synthetic frames.
 pub trait FrameSource {
@@ -17,6 +19,11 @@ pub trait FrameSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, IngestError>;
     /// Duration of the media if the container says (files), in seconds.
     fn duration(&self) -> Option<f64> {
+        None
+    }
+    /// When the recording started (unix seconds), if the container says; known once the
+    /// first frame has come out.
+    fn recorded_at(&self) -> Option<f64> {
         None
     }
     /// Things worth a warning that are not errors (a file that ends early).
@@ -31,6 +38,72 @@ pub trait FrameSource {
     /// watchdogs that must tell a slow stream from a stuck thread.
     fn activity(&self) -> Option<Arc<AtomicU64>> {
         None
+    }
+}
+
+/// What kind of source a location is: it decides which time a window is stamped with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Has a start and an end; windows are positions in it, on its recording's clock.
+    File,
+    /// A camera or stream: windows are stamped with capture time.
+    Live,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Live => "live",
+        }
+    }
+}
+
+/// How a file's recording start is known, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordedFrom {
+    /// The source's `recorded_at` in the config.
+    Config,
+    /// The container's date tag (MP4 `creation_time`, Matroska `DateUTC`).
+    Container,
+    /// The file's modification time less its duration (a recorder closes the file when the
+    /// recording stops).
+    Mtime,
+}
+
+impl RecordedFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordedFrom::Config => "config",
+            RecordedFrom::Container => "container",
+            RecordedFrom::Mtime => "mtime",
+        }
+    }
+}
+
+/// What a file was when it was tagged, to tell a changed file from the same one again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FileIdentity {
+    pub size: u64,
+    /// Modification time, unix seconds.
+    pub mtime: f64,
+}
+
+impl FileIdentity {
+    pub fn of(path: &str) -> Option<FileIdentity> {
+        let meta = std::fs::metadata(path).ok()?;
+        let mtime = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        Some(FileIdentity {
+            size: meta.len(),
+            mtime,
+        })
     }
 }
 
@@ -55,6 +128,8 @@ pub struct SourceConfig {
     /// Deliver a file's frames at their playback rate, as a camera would.
     pub realtime: bool,
     pub transport: RtspTransport,
+    /// When the recording started (unix seconds), overriding what the file says.
+    pub recorded_at: Option<f64>,
 }
 
 impl SourceConfig {
@@ -65,6 +140,15 @@ impl SourceConfig {
             looped: false,
             realtime: false,
             transport: RtspTransport::default(),
+            recorded_at: None,
+        }
+    }
+
+    pub fn kind(&self) -> SourceKind {
+        if self.is_live() {
+            SourceKind::Live
+        } else {
+            SourceKind::File
         }
     }
 
@@ -93,10 +177,14 @@ pub struct SourceSection {
     #[serde(default)]
     realtime: bool,
     transport: Option<Setting<String>>,
+    /// When a file's recording started, when the file does not say or says wrong.
+    recorded_at: Option<Setting<String>>,
 }
 
 /// Every `[[source]]` of the config: names unique and non-empty, locations resolved against
-/// the config file's directory (a bare `/dev/videoN` is a V4L2 camera).
+/// the config file's directory (a bare `/dev/videoN` is a V4L2 camera). A directory or a
+/// glob pattern is a pile of recordings: one source per video file, named
+/// `NAME/PATH-WITHIN`.
 pub fn validate_sources(
     sections: Vec<SourceSection>,
     context: &Context<'_>,
@@ -124,6 +212,26 @@ pub fn validate_sources(
         if uri.is_empty() {
             return Err(Invalid::at("source.uri", &s.uri, "must not be empty"));
         }
+        let pile = !has_scheme(written)
+            && (written.contains(['*', '?', '[']) || context.base.join(written).is_dir());
+        let files: Vec<(String, String)> = if pile {
+            let root = context.base.join(written);
+            let root = if root.is_dir() {
+                root
+            } else {
+                context.base.to_path_buf()
+            };
+            files::expand(written, context.base)
+                .map_err(|e| Invalid::at("source.uri", &s.uri, e))?
+                .into_iter()
+                .map(|f| {
+                    let within = f.strip_prefix(&root).unwrap_or(&f).display().to_string();
+                    (format!("{name}/{within}"), f.display().to_string())
+                })
+                .collect()
+        } else {
+            vec![(name.clone(), uri)]
+        };
         let transport = match &s.transport {
             None => RtspTransport::Tcp,
             Some(t) => match t.get().to_ascii_lowercase().as_str() {
@@ -138,13 +246,30 @@ pub fn validate_sources(
                 }
             },
         };
-        sources.push(SourceConfig {
-            name,
-            location: Location::new(&uri),
-            looped: s.looped,
-            realtime: s.realtime,
-            transport,
-        });
+        let recorded_at = match &s.recorded_at {
+            None => None,
+            Some(v) => Some(
+                parse_instant(v.get(), &Zone::local())
+                    .map_err(|e| Invalid::at("source.recorded_at", v, e))?,
+            ),
+        };
+        for (name, uri) in files {
+            if sources.iter().any(|o| o.name == name) {
+                return Err(Invalid::at(
+                    "source.name",
+                    &s.name,
+                    format!("duplicate source name {name:?}"),
+                ));
+            }
+            sources.push(SourceConfig {
+                name,
+                location: Location::new(&uri),
+                looped: s.looped,
+                realtime: s.realtime,
+                transport,
+                recorded_at,
+            });
+        }
     }
     Ok(sources)
 }

@@ -44,7 +44,7 @@ pub use blob::{blob_to_f32s, f32s_to_blob};
 pub use error::StoreError;
 pub use records::{
     LabelRecord, LabelRow, MatchQuery, MatchRow, ModelRecord, NewMatch, NewSegment, SegmentRow,
-    SourceStateRecord, TimeBound, SOURCE_STATES,
+    SourceStateRecord, TaggedFile, SOURCE_STATES,
 };
 
 pub use read::Store;

@@ -8,7 +8,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::blob::f32s_to_blob;
 use super::error::StoreError;
-use super::records::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord, SOURCE_STATES};
+use super::records::{
+    LabelRecord, ModelRecord, NewSegment, SourceStateRecord, TaggedFile, SOURCE_STATES,
+};
 
 pub(super) enum Op {
     RegisterModel(ModelRecord),
@@ -21,6 +23,7 @@ pub(super) enum Op {
         labels: Vec<LabelRecord>,
     },
     WriteSegment(Box<NewSegment>),
+    MarkFileTagged(Box<TaggedFile>),
     PutSourceState(Box<SourceStateRecord>),
 }
 
@@ -33,6 +36,7 @@ pub(super) fn apply(conn: &Connection, path: &Path, op: &Op, now: f64) -> Result
         }
         Op::SetLabels { model_id, labels } => set_labels(conn, path, model_id, labels),
         Op::WriteSegment(s) => write_segment(conn, path, s),
+        Op::MarkFileTagged(f) => mark_file_tagged(conn, path, f),
         Op::PutSourceState(s) => put_source_state(conn, path, s),
     }
 }
@@ -190,8 +194,20 @@ fn validate_segment(path: &Path, s: &NewSegment, dim: usize) -> Result<(), Store
         return bad(format!("ends at {}ms, before it starts", s.end_ms));
     }
     // SQLite stores NaN as NULL, which would then fail every read of the row.
-    if !s.wall_time.is_finite() {
-        return bad(format!("wall_time {}", s.wall_time));
+    for (name, t) in [
+        ("processed_at", s.processed_at),
+        ("wall_start", s.wall_start),
+        ("wall_end", s.wall_end),
+    ] {
+        if !t.is_finite() {
+            return bad(format!("{name} {t}"));
+        }
+    }
+    if s.wall_end < s.wall_start {
+        return bad(format!(
+            "wall-clock end {} before its start {}",
+            s.wall_end, s.wall_start
+        ));
     }
     check_dim(
         path,
@@ -252,12 +268,33 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<(), S
         }
     }
 
+    // The source is its (name, location): another location under the same name is another
+    // source, never a place to mix two videos' windows.
+    let (recorded_at, recorded_from) = match s.recorded_at {
+        Some((t, from)) => (Some(t), Some(from.as_str())),
+        None => (None, None),
+    };
     let source_id: i64 = conn
         .prepare_cached(
-            "INSERT INTO sources (name, uri) VALUES (?1, ?2) \
-             ON CONFLICT (name) DO UPDATE SET uri = excluded.uri RETURNING id",
+            "INSERT INTO sources (name, uri, kind, recorded_at, recorded_at_from) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (name, uri) DO UPDATE SET kind = excluded.kind, \
+             recorded_at = coalesce(excluded.recorded_at, recorded_at), \
+             recorded_at_from = coalesce(excluded.recorded_at_from, recorded_at_from) \
+             RETURNING id",
         )
-        .and_then(|mut st| st.query_row(params![s.source, s.source_uri], |r| r.get(0)))
+        .and_then(|mut st| {
+            st.query_row(
+                params![
+                    s.source,
+                    s.source_uri,
+                    s.source_kind.as_str(),
+                    recorded_at,
+                    recorded_from
+                ],
+                |r| r.get(0),
+            )
+        })
         .map_err(err)?;
 
     let keyframes = serde_json::to_string(&s.keyframes_ms)
@@ -266,13 +303,14 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<(), S
     // re-runs, so ids a user saw in earlier query output stay valid.
     let segment_id: i64 = conn
         .prepare_cached(
-            "INSERT INTO segments (source_id, model_id, start_ms, end_ms, wall_time, \
-             frame_count, keyframes_ms, clip_calls, embedding) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+            "INSERT INTO segments (source_id, model_id, start_ms, end_ms, processed_at, \
+             frame_count, keyframes_ms, clip_calls, embedding, wall_start, wall_end) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
              ON CONFLICT (source_id, model_id, start_ms) DO UPDATE SET \
-             end_ms = excluded.end_ms, wall_time = excluded.wall_time, \
+             end_ms = excluded.end_ms, processed_at = excluded.processed_at, \
              frame_count = excluded.frame_count, keyframes_ms = excluded.keyframes_ms, \
-             clip_calls = excluded.clip_calls, embedding = excluded.embedding \
+             clip_calls = excluded.clip_calls, embedding = excluded.embedding, \
+             wall_start = excluded.wall_start, wall_end = excluded.wall_end \
              RETURNING id",
         )
         .and_then(|mut st| {
@@ -282,11 +320,13 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<(), S
                     s.model_id,
                     s.start_ms,
                     s.end_ms,
-                    s.wall_time,
+                    s.processed_at,
                     s.frame_count,
                     keyframes,
                     s.clip_calls,
-                    f32s_to_blob(&s.embedding)
+                    f32s_to_blob(&s.embedding),
+                    s.wall_start,
+                    s.wall_end
                 ],
                 |r| r.get(0),
             )
@@ -312,6 +352,18 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<(), S
         ])
         .map_err(err)?;
     }
+    Ok(())
+}
+
+/// Written after the file's last segment (the same queue keeps the order), so a file marked
+/// tagged has every window in the database.
+fn mark_file_tagged(conn: &Connection, path: &Path, f: &TaggedFile) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE sources SET file_size = ?3, file_mtime = ?4, tagged_with = ?5 \
+         WHERE name = ?1 AND uri = ?2",
+    )
+    .and_then(|mut st| st.execute(params![f.source, f.uri, f.size, f.mtime, f.tagged_with]))
+    .map_err(|e| StoreError::sqlite(path, format!("marking {} tagged", f.source), e))?;
     Ok(())
 }
 

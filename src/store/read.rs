@@ -9,9 +9,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::blob::blob_to_f32s;
 use super::error::StoreError;
 use super::records::{
-    LabelRow, MatchQuery, MatchRow, ModelRecord, SegmentRow, SourceStateRecord, TimeBound,
+    LabelRow, MatchQuery, MatchRow, ModelRecord, SegmentRow, SourceStateRecord, TaggedFile,
 };
 use super::schema::{self, OpenMode};
+use crate::ingest::SourceKind;
+use crate::times::TimeSpec;
 
 /// Read side + setup. Each `Store` has its own connection; under WAL it
 /// reads a consistent snapshot while the writer keeps committing.
@@ -26,8 +28,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
-const MATCH_COLUMNS: &str = "m.segment_id, so.name, s.start_ms, s.end_ms, s.wall_time, \
-     l.text, m.rank, m.cosine, m.probability, s.model_id";
+const MATCH_COLUMNS: &str = "m.segment_id, so.name, s.start_ms, s.end_ms, s.processed_at, \
+     l.text, m.rank, m.cosine, m.probability, s.model_id, so.uri, so.kind, s.wall_start, \
+     s.wall_end";
 const MATCH_JOINS: &str = "FROM matches m \
      JOIN segments s ON s.id = m.segment_id \
      JOIN sources so ON so.id = s.source_id \
@@ -175,56 +178,94 @@ impl Store {
         Ok(out)
     }
 
-    /// Matches filtered by `q`, ordered by source, start, rank.
+    /// Matches filtered by `q`, ordered by wall-clock start, source, rank; with a limit,
+    /// the newest that many (still oldest first).
     pub fn query(&self, q: &MatchQuery) -> Result<Vec<MatchRow>, StoreError> {
         let err = self.err("querying matches");
         let mut sql = format!("SELECT {MATCH_COLUMNS} {MATCH_JOINS} WHERE 1");
         let mut args: Vec<Value> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: Value| {
-            args.push(v);
-            // Numbered so one value can appear twice in a clause.
-            sql.push_str(&format!(
-                " AND ({})",
-                clause.replace('?', &format!("?{}", args.len()))
-            ));
+        let mut any_of = |sql: &mut String, clauses: Vec<(&str, Value)>| {
+            if clauses.is_empty() {
+                return;
+            }
+            let mut parts = Vec::new();
+            for (clause, v) in clauses {
+                args.push(v);
+                // Numbered so one value can appear twice in a clause.
+                parts.push(format!(
+                    "({})",
+                    clause.replace('?', &format!("?{}", args.len()))
+                ));
+            }
+            sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
         };
-        if let Some(label) = &q.label {
-            let clause = if label.contains('%') {
-                "l.text LIKE ?"
-            } else {
-                "l.text = ?"
-            };
-            arg(&mut sql, clause, Value::Text(label.clone()));
-        }
-        if let Some(source) = &q.source {
-            arg(&mut sql, "so.name = ?", Value::Text(source.clone()));
-        }
+        any_of(
+            &mut sql,
+            q.labels
+                .iter()
+                .map(|label| {
+                    let clause = if label.contains('%') {
+                        "l.text LIKE ?"
+                    } else {
+                        "l.text = ?"
+                    };
+                    (clause, Value::Text(label.clone()))
+                })
+                .collect(),
+        );
+        any_of(
+            &mut sql,
+            q.sources
+                .iter()
+                .map(|source| ("so.name = ?", Value::Text(source.clone())))
+                .collect(),
+        );
+        // Overlap with [since, until): a window that started before `since` but runs past
+        // it still shows what was on screen then; the second test keeps zero-length
+        // windows exactly at `since`. A position in a file means nothing for a camera.
         match q.since {
-            // Overlap with [since, ...): a window that started before `since`
-            // but runs past it still shows what was on screen then. The
-            // second test keeps zero-length windows exactly at `since`.
-            Some(TimeBound::Media(s)) => arg(
+            Some(TimeSpec::Media(t)) => any_of(
                 &mut sql,
-                "s.end_ms > ? OR s.start_ms >= ?",
-                Value::Integer(secs_to_ms(s)),
+                vec![(
+                    "so.kind = 'file' AND (s.end_ms > ? OR s.start_ms >= ?)",
+                    Value::Integer(secs_to_ms(t)),
+                )],
             ),
-            Some(TimeBound::Wall(t)) => arg(&mut sql, "s.wall_time >= ?", Value::Real(t)),
+            Some(TimeSpec::Wall(t)) => any_of(
+                &mut sql,
+                vec![("s.wall_end > ? OR s.wall_start >= ?", Value::Real(t))],
+            ),
             None => {}
         }
         match q.until {
-            Some(TimeBound::Media(s)) => {
-                arg(&mut sql, "s.start_ms < ?", Value::Integer(secs_to_ms(s)))
-            }
-            Some(TimeBound::Wall(t)) => arg(&mut sql, "s.wall_time < ?", Value::Real(t)),
+            Some(TimeSpec::Media(t)) => any_of(
+                &mut sql,
+                vec![(
+                    "so.kind = 'file' AND s.start_ms < ?",
+                    Value::Integer(secs_to_ms(t)),
+                )],
+            ),
+            Some(TimeSpec::Wall(t)) => any_of(&mut sql, vec![("s.wall_start < ?", Value::Real(t))]),
             None => {}
         }
         if let Some(p) = q.min_probability {
-            arg(&mut sql, "m.probability >= ?", Value::Real(f64::from(p)));
+            any_of(
+                &mut sql,
+                vec![("m.probability >= ?", Value::Real(f64::from(p)))],
+            );
+        }
+        if let Some(c) = q.min_cosine {
+            any_of(&mut sql, vec![("m.cosine >= ?", Value::Real(f64::from(c)))]);
         }
         if q.top_only {
             sql.push_str(" AND m.rank = 1");
         }
-        sql.push_str(" ORDER BY so.name, s.start_ms, s.model_id, m.rank");
+        let newest_first = q.limit.is_some();
+        sql.push_str(if newest_first {
+            " ORDER BY s.wall_start DESC, so.name DESC, so.uri DESC, s.model_id DESC, m.rank DESC"
+        } else {
+            " ORDER BY s.wall_start, so.name, so.uri, s.model_id, m.rank"
+        });
         if let Some(limit) = q.limit {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             sql.push_str(&format!(" LIMIT {limit}"));
@@ -233,7 +274,49 @@ impl Store {
         let rows = st
             .query_map(rusqlite::params_from_iter(args), match_row)
             .map_err(&err)?;
-        rows.collect::<Result<_, _>>().map_err(&err)
+        let mut rows: Vec<MatchRow> = rows.collect::<Result<_, _>>().map_err(&err)?;
+        if newest_first {
+            rows.reverse();
+        }
+        Ok(rows)
+    }
+
+    /// What the database recorded of a file source tagged to its end, if it was.
+    pub fn tagged_file(&self, source: &str, uri: &str) -> Result<Option<TaggedFile>, StoreError> {
+        let err = self.err("reading a tagged file");
+        self.conn
+            .prepare_cached(
+                "SELECT file_size, file_mtime, tagged_with FROM sources \
+                 WHERE name = ?1 AND uri = ?2 AND tagged_with IS NOT NULL",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![source, uri], |r| {
+                    Ok(TaggedFile {
+                        source: source.to_string(),
+                        uri: uri.to_string(),
+                        size: r.get(0)?,
+                        mtime: r.get(1)?,
+                        tagged_with: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(&err)
+    }
+
+    /// The names of every source with windows, and the texts of every label a window was
+    /// ever matched with: what a query's filters may name.
+    pub fn known_names(&self) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let err = self.err("listing sources and labels");
+        let list = |sql: &str| -> Result<Vec<String>, StoreError> {
+            let mut st = self.conn.prepare_cached(sql).map_err(&err)?;
+            let rows = st.query_map([], |r| r.get(0)).map_err(&err)?;
+            rows.collect::<Result<_, _>>().map_err(&err)
+        };
+        Ok((
+            list("SELECT DISTINCT name FROM sources ORDER BY name")?,
+            list("SELECT DISTINCT text FROM labels ORDER BY text")?,
+        ))
     }
 
     /// Segments of one source (or all), ordered by source then start time,
@@ -243,8 +326,9 @@ impl Store {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT s.id, so.name, s.model_id, s.start_ms, s.end_ms, s.wall_time, \
-                 s.frame_count, s.keyframes_ms, s.clip_calls, s.embedding \
+                "SELECT s.id, so.name, s.model_id, s.start_ms, s.end_ms, s.processed_at, \
+                 s.frame_count, s.keyframes_ms, s.clip_calls, s.embedding, s.wall_start, \
+                 s.wall_end \
                  FROM segments s JOIN sources so ON so.id = s.source_id \
                  WHERE ?1 IS NULL OR so.name = ?1 \
                  ORDER BY so.name, s.start_ms, s.model_id",
@@ -259,7 +343,9 @@ impl Store {
                         model_id: r.get(2)?,
                         start_ms: r.get(3)?,
                         end_ms: r.get(4)?,
-                        wall_time: r.get(5)?,
+                        processed_at: r.get(5)?,
+                        wall_start: r.get(10)?,
+                        wall_end: r.get(11)?,
                         frame_count: r.get(6)?,
                         keyframes_ms: Vec::new(),
                         clip_calls: r.get(8)?,
@@ -355,9 +441,23 @@ fn match_row(r: &Row<'_>) -> rusqlite::Result<MatchRow> {
     Ok(MatchRow {
         segment_id: r.get(0)?,
         source: r.get(1)?,
-        start_s: r.get::<_, i64>(2)? as f64 / 1000.0,
-        end_s: r.get::<_, i64>(3)? as f64 / 1000.0,
-        wall_time: r.get(4)?,
+        uri: r.get(10)?,
+        kind: if r.get::<_, String>(11)? == "live" {
+            SourceKind::Live
+        } else {
+            SourceKind::File
+        },
+        wall_start: r.get(12)?,
+        wall_end: r.get(13)?,
+        offset: (r.get::<_, String>(11)? == "file")
+            .then(|| -> rusqlite::Result<(f64, f64)> {
+                Ok((
+                    r.get::<_, i64>(2)? as f64 / 1000.0,
+                    r.get::<_, i64>(3)? as f64 / 1000.0,
+                ))
+            })
+            .transpose()?,
+        processed_at: r.get(4)?,
         label: r.get(5)?,
         rank: r.get(6)?,
         cosine: r.get::<_, f64>(7)? as f32,

@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 
+use crate::ingest::{RecordedFrom, SourceKind};
+use crate::times::TimeSpec;
+
 /// The values [`SourceStateRecord::state`] may take; the writer refuses
 /// others, so a typo in the daemon shows up as an error, not as a state
 /// `cliptag status` has never heard of.
@@ -67,19 +70,41 @@ pub struct NewMatch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewSegment {
     pub source: String,
-    /// Already stripped of credentials by the caller.
+    /// Already stripped of credentials by the caller. With `source` it names the source:
+    /// the same name at another location is another source.
     pub source_uri: String,
+    pub source_kind: SourceKind,
+    /// A file's recording start (unix seconds) and how it is known.
+    pub recorded_at: Option<(f64, RecordedFrom)>,
     pub model_id: String,
+    /// A file: the window's position in it, 0-based. A live source: its capture time in
+    /// unix ms. Either way the key that makes a re-run replace the window.
     pub start_ms: i64,
     pub end_ms: i64,
-    /// Unix seconds when the window was captured/processed.
-    pub wall_time: f64,
+    /// The window's wall-clock span, unix seconds: capture time (live), the recording's
+    /// start plus the position (file).
+    pub wall_start: f64,
+    pub wall_end: f64,
+    /// Unix seconds when the window was tagged.
+    pub processed_at: f64,
     pub frame_count: u32,
     pub keyframes_ms: Vec<i64>,
     /// CLIP image passes spent on this window; 0 when an embedding was reused.
     pub clip_calls: u32,
     pub embedding: Vec<f32>,
     pub matches: Vec<NewMatch>,
+}
+
+/// A file tagged to its end: what it was then, and what tagged it (`MODEL_ID:LABELS`, the
+/// model id and the label set's fingerprint), so a later run over the same pile can skip it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaggedFile {
+    pub source: String,
+    /// Credentials masked, as the segments name it.
+    pub uri: String,
+    pub size: u64,
+    pub mtime: f64,
+    pub tagged_with: String,
 }
 
 /// A label as stored, for `cliptag labels` and startup checks.
@@ -95,40 +120,44 @@ pub struct LabelRow {
     pub embedding_dim: usize,
 }
 
-/// Filters for [`super::Store::query`]; `None`/`false` means "don't filter".
+/// Filters for [`super::Store::query`]; empty / `None` / `false` means "don't filter".
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MatchQuery {
-    /// Exact label text, or a SQL `LIKE` pattern if it contains `%`
-    /// (then `_` is a wildcard too, and ASCII case is ignored).
-    pub label: Option<String>,
-    pub source: Option<String>,
-    /// Inclusive lower bound. A media bound keeps segments that overlap
-    /// `[since, until)`; a wall bound compares `wall_time`.
-    pub since: Option<TimeBound>,
+    /// Exact label texts, or SQL `LIKE` patterns where they contain `%` (then `_` is a
+    /// wildcard too, and ASCII case is ignored); a row matches any of them.
+    pub labels: Vec<String>,
+    /// Source names; a row matches any of them.
+    pub sources: Vec<String>,
+    /// Inclusive lower bound: windows that overlap `[since, until)`. A media bound is a
+    /// position in a file and keeps file windows only; a wall bound compares the windows'
+    /// wall-clock spans.
+    pub since: Option<TimeSpec>,
     /// Exclusive upper bound (see `since`).
-    pub until: Option<TimeBound>,
+    pub until: Option<TimeSpec>,
     pub min_probability: Option<f32>,
+    pub min_cosine: Option<f32>,
+    /// The newest this many rows (by wall-clock start), still returned oldest first.
     pub limit: Option<usize>,
     /// Rank 1 only.
     pub top_only: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum TimeBound {
-    /// Seconds into the source.
-    Media(f64),
-    /// Unix seconds.
-    Wall(f64),
-}
-
-/// One match of one segment; [`super::Store::query`] orders them by source, start, rank.
+/// One match of one segment; [`super::Store::query`] orders them by wall-clock start,
+/// source, rank.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MatchRow {
     pub segment_id: i64,
     pub source: String,
-    pub start_s: f64,
-    pub end_s: f64,
-    pub wall_time: f64,
+    /// The source's location, credentials masked.
+    pub uri: String,
+    pub kind: SourceKind,
+    /// Wall-clock span, unix seconds.
+    pub wall_start: f64,
+    pub wall_end: f64,
+    /// Position in the file, seconds: files only.
+    pub offset: Option<(f64, f64)>,
+    /// Unix seconds when the window was tagged.
+    pub processed_at: f64,
     pub label: String,
     pub rank: u32,
     pub cosine: f32,
@@ -144,7 +173,9 @@ pub struct SegmentRow {
     pub model_id: String,
     pub start_ms: i64,
     pub end_ms: i64,
-    pub wall_time: f64,
+    pub wall_start: f64,
+    pub wall_end: f64,
+    pub processed_at: f64,
     pub frame_count: u32,
     pub keyframes_ms: Vec<i64>,
     pub clip_calls: u32,

@@ -6,7 +6,8 @@
 //! - **Only segments go** (their matches with them, by `ON DELETE CASCADE`).
 //!   Models, labels, cached text embeddings and sources are small and are
 //!   what makes the remaining segments readable.
-//! - **Oldest first, by `wall_time`**, so what is kept is always one
+//! - **Oldest first, by `processed_at`** (when each window was written: a file recorded
+//!   last year and tagged today is today's entry), so what is kept is always one
 //!   contiguous recent stretch, never a sample with holes.
 //! - **In chunks, each its own transaction**: the WAL and the lock hold stay
 //!   bounded however much is due (the first run on a big old database), and
@@ -31,7 +32,7 @@ use crate::settings::{Invalid, Setting};
 /// What retention keeps; `None` does not limit. The default keeps everything.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Retention {
-    /// Delete segments whose `wall_time` is older than this.
+    /// Delete segments written (`processed_at`) longer ago than this.
     pub max_age: Option<Duration>,
     /// Delete the oldest segments until the pages in use fit in this many
     /// bytes (the WAL not counted; it is checkpointed away afterwards).
@@ -120,7 +121,7 @@ pub(crate) fn apply(
                 conn,
                 path,
                 "DELETE FROM segments WHERE id IN (SELECT id FROM segments \
-                 WHERE wall_time < ?1 ORDER BY wall_time, id LIMIT ?2)",
+                 WHERE processed_at < ?1 ORDER BY processed_at, id LIMIT ?2)",
                 params![cutoff, AGE_CHUNK],
             )?;
             by_age += n;
@@ -162,7 +163,7 @@ pub(crate) fn apply(
                 conn,
                 path,
                 "DELETE FROM segments WHERE id IN \
-                 (SELECT id FROM segments ORDER BY wall_time, id LIMIT ?1)",
+                 (SELECT id FROM segments ORDER BY processed_at, id LIMIT ?1)",
                 [chunk],
             )?;
         }

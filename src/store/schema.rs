@@ -31,6 +31,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_daemon",
         sql: include_str!("migrations/0002_daemon.sql"),
     },
+    Migration {
+        name: "0003_time_model",
+        sql: include_str!("migrations/0003_time_model.sql"),
+    },
 ];
 
 /// The `user_version` a database has once this binary has migrated it.

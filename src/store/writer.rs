@@ -13,7 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::error::StoreError;
 use super::ops::{apply, Op};
-use super::records::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord};
+use super::records::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord, TaggedFile};
 use super::retention::{self, Retention, RetentionReport};
 use super::schema::{self, OpenMode};
 use crate::clock::{Clock, SystemClock};
@@ -171,6 +171,11 @@ impl StoreWriter {
     /// keeps its uri current.
     pub fn write_segment(&self, s: NewSegment) -> Result<(), StoreError> {
         self.send(Msg::Op(Op::WriteSegment(Box::new(s))))
+    }
+
+    /// Records that a file was tagged to its end; queued after its segments.
+    pub fn mark_file_tagged(&self, f: TaggedFile) -> Result<(), StoreError> {
+        self.send(Msg::Op(Op::MarkFileTagged(Box::new(f))))
     }
 
     /// Records the latest state of a source, replacing the previous one of
