@@ -385,55 +385,6 @@ fn sigkill_at_random_moments_never_loses_committed_segments() {
     eprintln!("{committed} segments committed across 20 kills");
 }
 
-/// A bare-bones HTTP/1.0 server on loopback that answers every GET with one file.
-fn serve_file_over_http(file: PathBuf) -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let body = std::fs::read(file).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let body = body.clone();
-            std::thread::spawn(move || {
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request);
-                let head = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&body);
-            });
-        }
-    });
-    port
-}
-
-#[test]
-fn an_http_stream_is_tagged_and_reconnected_at_its_end() {
-    let port = serve_file_over_http(clips().join("three_scenes_10s.mp4"));
-    let setup = Setup::new("dog\ncar\n");
-    let config = setup.config(
-        &[format!(
-            "name = \"web\"\nuri = \"http://127.0.0.1:{port}/three_scenes_10s.mp4\""
-        )],
-        "",
-    );
-    let mut daemon = Daemon::start(&config, &[]);
-    wait_until(Duration::from_secs(60), "two passes over HTTP", || {
-        setup.segments("web").len() >= 20 && setup.state("web").is_some_and(|s| s.reconnects >= 1)
-    });
-    // Stamped as a live stream: no pass overwrote another.
-    let segments = setup.segments("web");
-    let mut starts: Vec<i64> = segments.iter().map(|s| s.start_ms).collect();
-    starts.sort();
-    starts.dedup();
-    assert_eq!(starts.len(), segments.len());
-    daemon.signal("TERM");
-    assert!(daemon.wait_exit(Duration::from_secs(10)).unwrap().success());
-}
-
 #[test]
 fn no_sources_is_a_config_error_systemd_does_not_retry() {
     let setup = Setup::new("dog\n");

@@ -13,6 +13,7 @@ mod device;
 mod end_to_end;
 mod examples;
 mod first_hour;
+mod http_sources;
 mod ingest;
 mod keyframes;
 mod layouts;

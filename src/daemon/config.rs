@@ -301,9 +301,16 @@ mod tests {
         assert_eq!(c.retention.max_age, Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(c.retention.max_db_bytes, Some(100 * 1024 * 1024));
         assert_eq!(c.sources[0].transport, crate::ingest::RtspTransport::Udp);
-        assert!(c.sources[0].is_live() && c.sources[0].paced());
+        assert!(c.sources[0].is_live() && c.sources[0].paced(true));
         assert!(c.sources[1].looped && c.sources[1].realtime && !c.sources[1].is_live());
-        assert!(c.sources[1].paced());
+        assert!(c.sources[1].paced(false));
+        // HTTP serves recordings and cameras alike: the stream decides, unless told.
+        let web = format!(
+            "{MINIMAL}[[source]]\nname = \"nas\"\nuri = \"http://nas/a.mp4\"\n[[source]]\nname = \"mjpeg\"\nuri = \"http://cam/video\"\nlive = true\n[[source]]\nname = \"file\"\nuri = \"a.mp4\"\nlive = true\n"
+        );
+        let c = Config::parse(&web, Path::new("/x/c.toml")).unwrap();
+        let hints: Vec<_> = c.sources.iter().map(|s| s.live_hint()).collect();
+        assert_eq!(hints, [None, Some(true), Some(true)]);
         let cam = format!("{MINIMAL}[[source]]\nname = \"desk\"\nuri = \"/dev/video2\"\n");
         let c = Config::parse(&cam, Path::new("c.toml")).unwrap();
         assert_eq!(c.sources[0].location.secret(), "v4l2:///dev/video2");

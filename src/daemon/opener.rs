@@ -22,7 +22,7 @@ impl SourceOpener for GstOpener {
     fn open(&self, source: &SourceConfig) -> Result<Box<dyn FrameSource>, IngestError> {
         let options = OpenOptions {
             sampling: self.sampling,
-            live: source.paced(),
+            live: source.paced(source.is_live()),
             realtime: source.realtime,
             rtsp_tcp: source.transport == RtspTransport::Tcp,
             stall_timeout: self.stall_timeout,

@@ -7,6 +7,11 @@
 //! - Live sources (cameras, network streams) are never given up on: every failure, and every
 //!   end of stream, backs off exponentially with jitter up to a cap, then reconnects. Files
 //!   end when they end (or start over with `loop = true`); a broken file fails once.
+//! - Live or not is known from the config or the scheme, except for HTTP, which serves
+//!   recordings and cameras alike: there the stream decides at its first frame (a known
+//!   end makes it a recording), once, logged; until then a failure is retried as for a
+//!   camera. A recording is never read again from its start after a failure: that would
+//!   tag its first windows twice.
 //! - A window's fate is decided before any pixel of it is preprocessed, in this order: a
 //!   window showing the scene of the source's last embedded window goes on as
 //!   "unchanged" (no pixels; inference reuses that embedding); a paced source's window
@@ -31,7 +36,9 @@ use super::status::{SourceState, StatusBoard};
 use super::tagger::{WindowContent, WindowJob, WindowStamp};
 use crate::clip::{window_pixels, PreprocessConfig};
 use crate::clock::Clock;
-use crate::ingest::{FileIdentity, FrameSource, IngestError, RecordedFrom, SourceConfig};
+use crate::ingest::{
+    FileIdentity, FrameSource, IngestError, RecordedFrom, SourceConfig, SourceKind,
+};
 use crate::keyframes::{KeyframeConfig, LastScene, Window, Windower};
 
 /// What a file's last window carries besides itself.
@@ -52,6 +59,19 @@ pub struct Cursor {
     pub delivered: bool,
     /// When a live source last stopped delivering, to log how long it was down.
     pub down_since: Option<f64>,
+    /// Live or finite: known before opening for most sources, decided by the stream at
+    /// its first frame for HTTP (see [`SourceConfig::live_hint`]).
+    pub live: Option<bool>,
+}
+
+/// Where a source's windows are placed in time, known from its first frame on.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    live: bool,
+    /// A file's recording start and how it is known.
+    recorded: Option<(f64, RecordedFrom)>,
+    /// When this reading of the source began.
+    started_at: f64,
 }
 
 /// How one attempt ended.
@@ -97,14 +117,20 @@ impl SourceRunner {
         // Media time already covered by earlier passes of a looped file (or, for a live
         // source, the end of the last window written), so windows keep moving forward
         // instead of overwriting earlier ones.
-        let mut cursor = Cursor::default();
+        let mut cursor = Cursor {
+            live: self.source.live_hint(),
+            ..Cursor::default()
+        };
         let mut attempts = 0u64;
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 self.set_state(SourceState::Stopped, None);
                 return;
             }
-            if attempts > 0 && self.source.is_live() {
+            // Not known yet (an HTTP source that never played): treated as live, so a
+            // server that is not up yet is retried rather than given up on.
+            let live = cursor.live.unwrap_or(true);
+            if attempts > 0 && live {
                 self.board.update(&self.source.name, |s| s.reconnects += 1);
             }
             attempts += 1;
@@ -112,6 +138,7 @@ impl SourceRunner {
             cursor.delivered = false;
             let outcome = self.run_once(&mut cursor);
             let delivered = cursor.delivered;
+            let live = cursor.live.unwrap_or(true);
             if delivered {
                 backoff.reset();
             }
@@ -120,7 +147,7 @@ impl SourceRunner {
                     self.set_state(SourceState::Stopped, None);
                     return;
                 }
-                Attempt::Ended { .. } if self.source.looped && !self.source.is_live() => {
+                Attempt::Ended { .. } if self.source.looped && !live => {
                     if !delivered {
                         // A file that yields nothing would otherwise spin.
                         self.set_state(
@@ -131,7 +158,7 @@ impl SourceRunner {
                     }
                     continue;
                 }
-                Attempt::Ended { .. } if !self.source.is_live() => {
+                Attempt::Ended { .. } if !live => {
                     if delivered {
                         self.set_state(SourceState::Finished, None);
                     } else {
@@ -144,7 +171,7 @@ impl SourceRunner {
                 }
                 Attempt::Ended { note: None } => "the stream ended".to_string(),
                 Attempt::Ended { note: Some(note) } => format!("the stream ended: {note}"),
-                Attempt::Failed(e) if !self.source.is_live() => {
+                Attempt::Failed(e) if !live => {
                     tracing::error!(source = %self.source.name, "{e}");
                     self.set_state(SourceState::Failed, Some(e.to_string()));
                     return;
@@ -176,14 +203,23 @@ impl SourceRunner {
     pub fn run_once(&self, cursor: &mut Cursor) -> Attempt {
         let loop_offset = &mut cursor.floor;
         let delivered = &mut cursor.delivered;
-        let mut frames = match self.opener.open(&self.source) {
+        // The opener reads the pipeline's drop policy from the source: what was decided,
+        // else finite (back-pressure) until the stream says.
+        let opened = SourceConfig {
+            live: Some(cursor.live.unwrap_or(false)),
+            ..self.source.clone()
+        };
+        let mut frames = match self.opener.open(&opened) {
             Ok(f) => f,
             Err(e) => return Attempt::Failed(e),
         };
         // A file's recording start, known once the first frame is out (the container's
         // tags come with it): the config's word, else the container's, else its mtime.
-        let mut recorded: Option<(f64, RecordedFrom)> = None;
-        let started_at = self.clock.now();
+        let mut placement = Placement {
+            live: cursor.live.unwrap_or(false),
+            recorded: None,
+            started_at: self.clock.now(),
+        };
         let mut windower = Windower::new(self.window, self.keyframes.selector());
         // A new connection may show another scene, so it starts without a reference.
         let mut last_scene = LastScene::default();
@@ -200,8 +236,24 @@ impl SourceRunner {
             }
             match frames.next_frame() {
                 Ok(Some(mut frame)) => {
+                    if cursor.live.is_none() {
+                        let live = frames.stream_is_live().unwrap_or(true);
+                        tracing::info!(
+                            source = %self.source.name,
+                            live,
+                            "{}",
+                            if live {
+                                "the stream has no known end: treated as a camera (set live = false for the source to say otherwise)"
+                            } else {
+                                "the stream has a known end: tagged once, as a recording (set live = true for the source to say otherwise)"
+                            }
+                        );
+                        frames.set_live(live);
+                        cursor.live = Some(live);
+                        placement.live = live;
+                    }
                     let base = *time_base.get_or_insert_with(|| {
-                        if self.source.is_live() {
+                        if placement.live {
                             // Never before the end of what an earlier connection wrote,
                             // even if a stream delivers faster than real time.
                             self.clock.now().max(*loop_offset) - frame.pts
@@ -213,8 +265,8 @@ impl SourceRunner {
                     frame.pts += base;
                     if !*delivered {
                         *delivered = true;
-                        if !self.source.is_live() {
-                            recorded = self.recording_start(frames.as_ref());
+                        if !placement.live {
+                            placement.recorded = self.recording_start(frames.as_ref());
                         }
                         // The pipeline has prerolled: a file's duration is known now.
                         self.progress
@@ -239,7 +291,7 @@ impl SourceRunner {
                     reported_drops = dropped_now;
                     if let Some(window) = windower.push(frame) {
                         live_end = live_end.max(window.end);
-                        if !self.send(window, recorded, started_at, &mut last_scene) {
+                        if !self.send(window, &placement, &mut last_scene) {
                             break Attempt::Stopped;
                         }
                     }
@@ -250,7 +302,7 @@ impl SourceRunner {
                         live_end = live_end.max(window.end);
                         // A file read to its end, once: its last window carries what the
                         // file was, so it can be marked tagged after that window is written.
-                        let once = !self.source.is_live() && !self.source.looped;
+                        let once = !placement.live && !self.source.looped;
                         let done = once
                             .then(|| FileIdentity::of(self.source.location.secret()))
                             .flatten();
@@ -259,9 +311,7 @@ impl SourceRunner {
                             file_done: done,
                             handed_over: once.then_some(told),
                         };
-                        if self.send_last(window, recorded, started_at, &mut last_scene, last)
-                            && once
-                        {
+                        if self.send_last(window, &placement, &mut last_scene, last) && once {
                             self.wait_until_handed_over(&handed_over);
                         }
                     }
@@ -279,7 +329,7 @@ impl SourceRunner {
             tracing::warn!(source = %self.source.name, "{warning}");
         }
         self.board.update(&self.source.name, |s| s.activity = None);
-        if self.source.is_live() {
+        if placement.live {
             *loop_offset = live_end;
         } else {
             *loop_offset += frames.duration().unwrap_or(last_pts).max(last_pts);
@@ -293,31 +343,25 @@ impl SourceRunner {
     /// Decide a window's fate and hand it to inference (see the rules above). Paced sources
     /// drop it when the queue is full; files wait, checking for shutdown. Returns false when
     /// inference is gone.
-    fn send(
-        &self,
-        window: Window,
-        recorded: Option<(f64, RecordedFrom)>,
-        started_at: f64,
-        last_scene: &mut LastScene,
-    ) -> bool {
+    fn send(&self, window: Window, placement: &Placement, last_scene: &mut LastScene) -> bool {
         let last = WindowEnd {
             file_done: None,
             handed_over: None,
         };
-        self.send_last(window, recorded, started_at, last_scene, last)
+        self.send_last(window, placement, last_scene, last)
     }
 
     /// [`Self::send`], for a window that may be a file's last.
     fn send_last(
         &self,
         window: Window,
-        recorded: Option<(f64, RecordedFrom)>,
-        started_at: f64,
+        placement: &Placement,
         last_scene: &mut LastScene,
         last: WindowEnd,
     ) -> bool {
+        let paced = self.source.paced(placement.live);
         let unchanged = last_scene.unchanged(&self.keyframes, &window.features);
-        if self.source.paced() && self.jobs.is_full() {
+        if paced && self.jobs.is_full() {
             self.window_dropped(&window);
             return true;
         }
@@ -333,10 +377,10 @@ impl SourceRunner {
         let stamp = WindowStamp {
             source: &self.source.name,
             shown_uri: self.source.location.shown(),
-            kind: self.source.kind(),
-            recorded_at: recorded,
+            kind: SourceKind::of(placement.live),
+            recorded_at: placement.recorded,
             processed_at: self.clock.now(),
-            started_at,
+            started_at: placement.started_at,
         };
         let job = WindowJob {
             file_done: last.file_done,
@@ -344,7 +388,7 @@ impl SourceRunner {
             ..WindowJob::new(&stamp, &window, content)
         };
         let end = window.end;
-        let sent = if self.source.paced() {
+        let sent = if paced {
             match self.jobs.try_send(job) {
                 Ok(()) => true,
                 // Filled up while this window was being preprocessed: rare, and the same

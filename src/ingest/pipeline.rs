@@ -111,6 +111,8 @@ pub struct GstSource {
     name: String,
     uri: String,
     live: bool,
+    /// The appsink's drop policy, shared with its callback.
+    live_flag: Arc<AtomicBool>,
     pipeline: gst::Pipeline,
     appsink: gst_app::AppSink,
     /// `None` once shut down: dropping the receiver releases a streaming thread blocked on
@@ -129,8 +131,9 @@ pub struct GstSource {
     frames_out: u64,
     finished: bool,
     warnings: Vec<String>,
-    /// Last decoded buffer, sampled or not ([`monotonic_ms`]), written by the pad
-    /// probe: a stream sampled once a minute is not stalled between samples.
+    /// Last decoded buffer, sampled or not, or last bytes out of a byte source
+    /// ([`monotonic_ms`]), written by pad probes: a stream sampled once a minute is not
+    /// stalled between samples, nor a download still reaching a file's index.
     decoded_at: Arc<AtomicU64>,
     /// Refreshed by our reader loop; see [`FrameSource::activity`].
     alive_at: Arc<AtomicU64>,
@@ -194,14 +197,16 @@ impl GstSource {
             .build();
         let (sample_tx, samples) = crossbeam_channel::bounded(options.buffer_frames.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
+        // Switchable: an HTTP stream says whether it is live only once it plays.
+        let live_flag = Arc::new(AtomicBool::new(options.live));
         {
             let dropped = dropped.clone();
-            let live = options.live;
+            let live = live_flag.clone();
             appsink.set_callbacks(
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |sink| {
                         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        if live {
+                        if live.load(Ordering::Relaxed) {
                             match sample_tx.try_send(sample) {
                                 Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
                                     Err(gst::FlowError::Flushing)
@@ -222,14 +227,44 @@ impl GstSource {
                     .build(),
             );
         }
-        if options.rtsp_tcp {
-            // rtspsrc tries UDP first and falls back to TCP only after a timeout; cameras
-            // behind NAT or on lossy Wi-Fi do better on TCP from the start.
-            decode.connect("source-setup", false, |values| {
-                if let Some(source) = values.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
-                    if source.find_property("protocols").is_some() {
-                        source.set_property_from_str("protocols", "tcp");
-                    }
+        // A camera's MJPEG-over-HTTP stream (multipart/x-mixed-replace) carries one stream,
+        // but multipartdemux waits for more parts' types before it says it has all its
+        // pads, and decodebin exposes none until it does: the stream would stall unseen.
+        decode.connect("deep-element-added", false, |values| {
+            if let Some(element) = values.get(2).and_then(|v| v.get::<gst::Element>().ok()) {
+                let is_multipart = element
+                    .factory()
+                    .is_some_and(|f| f.name() == "multipartdemux");
+                if is_multipart && element.find_property("single-stream").is_some() {
+                    element.set_property("single-stream", true);
+                }
+            }
+            None
+        });
+        // Progress is a decoded frame, or bytes still arriving: a recording on a slow web
+        // server whose index sits at its end decodes nothing until it is all downloaded.
+        let decoded_at = Arc::new(AtomicU64::new(monotonic_ms()));
+        {
+            let rtsp_tcp = options.rtsp_tcp;
+            let progress = decoded_at.clone();
+            decode.connect("source-setup", false, move |values| {
+                let source = values.get(1).and_then(|v| v.get::<gst::Element>().ok())?;
+                // rtspsrc tries UDP first and falls back to TCP only after a timeout;
+                // cameras behind NAT or on lossy Wi-Fi do better on TCP from the start.
+                if rtsp_tcp && source.find_property("protocols").is_some() {
+                    source.set_property_from_str("protocols", "tcp");
+                }
+                // Byte sources (files, HTTP) have one static src pad; rtspsrc's come later,
+                // with decoded frames close behind.
+                if let Some(pad) = source.static_pad("src") {
+                    let progress = progress.clone();
+                    pad.add_probe(
+                        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                        move |_, _| {
+                            progress.fetch_max(monotonic_ms(), Ordering::Relaxed);
+                            gst::PadProbeReturn::Ok
+                        },
+                    );
                 }
                 None
             });
@@ -256,17 +291,24 @@ impl GstSource {
         };
 
         let sampler = Mutex::new(Sampler::new(sampling));
-        let decoded_at = Arc::new(AtomicU64::new(monotonic_ms()));
         let decoded_stamp = decoded_at.clone();
         let convert_sink = convert
             .static_pad("sink")
             .ok_or_else(|| open_err("videoconvert has no sink pad".into()))?;
         convert_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            let Some(buffer) = info.buffer() else {
+            let Some(mut pts) = info.buffer().map(|b| b.pts()) else {
                 return gst::PadProbeReturn::Ok;
             };
             decoded_stamp.store(monotonic_ms(), Ordering::Relaxed);
-            let pts = stream_time_of(pad, buffer.pts());
+            if pts.is_none() {
+                // A stream without timestamps (MJPEG multipart over HTTP says none): each
+                // frame is stamped with when it arrived, as a camera's would be.
+                pts = pad.parent_element().and_then(|e| e.current_running_time());
+                if let (Some(t), Some(buffer)) = (pts, info.buffer_mut()) {
+                    buffer.make_mut().set_pts(t);
+                }
+            }
+            let pts = stream_time_of(pad, pts);
             let take = sampler.lock().map(|mut s| s.take(pts)).unwrap_or(true);
             if take {
                 gst::PadProbeReturn::Ok
@@ -335,6 +377,7 @@ impl GstSource {
             name: name.to_string(),
             uri: location.shown().to_string(),
             live: options.live,
+            live_flag,
             pipeline,
             appsink,
             samples: Some(samples),
@@ -411,9 +454,14 @@ impl GstSource {
                 gst::MessageView::Error(e) => {
                     let element = msg.src().map(|s| s.name().to_string());
                     let debug = e.debug().map(|d| d.to_string());
+                    // Some elements quote another's debug string in their message
+                    // (hlsdemux: "Internal data stream error.: ../libs/gst/…"): the
+                    // source paths after it mean nothing to a user.
+                    let error = e.error().to_string();
+                    let error = error.split(": ../").next().unwrap_or(&error).trim();
                     let message = match element {
-                        Some(el) => format!("{} (from element {el})", e.error()),
-                        None => e.error().to_string(),
+                        Some(el) => format!("{error} (from element {el})"),
+                        None => error.to_string(),
                     };
                     // GStreamer's debug strings end with a human reason after a
                     // file:line and an element path; keep only such a reason.
@@ -616,6 +664,21 @@ impl FrameSource for GstSource {
 
     fn recorded_at(&self) -> Option<f64> {
         self.recorded_at
+    }
+
+    fn stream_is_live(&self) -> Option<bool> {
+        let mut latency = gst::query::Latency::new();
+        if self.pipeline.query(&mut latency) && latency.result().0 {
+            return Some(true);
+        }
+        // A stream with a known end is a recording; one without (MJPEG multipart, a live
+        // HLS playlist) goes on until it fails.
+        Some(self.duration().is_none())
+    }
+
+    fn set_live(&mut self, live: bool) {
+        self.live = live;
+        self.live_flag.store(live, Ordering::Relaxed);
     }
 
     fn dropped(&self) -> u64 {

@@ -30,6 +30,15 @@ pub trait FrameSource {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether the stream says it is live, read once the first frame is out: GStreamer's
+    /// latency query says live, or the stream has no known end (an MJPEG multipart stream,
+    /// a live HLS playlist without `#EXT-X-ENDLIST`). `None` where the source cannot tell.
+    fn stream_is_live(&self) -> Option<bool> {
+        None
+    }
+    /// Switch how frames not taken in time are treated: dropped and counted (live), or held
+    /// until taken (finite).
+    fn set_live(&mut self, _live: bool) {}
     /// Frames the source had to drop because they were not taken in time (live sources).
     fn dropped(&self) -> u64 {
         0
@@ -130,6 +139,9 @@ pub struct SourceConfig {
     pub transport: RtspTransport,
     /// When the recording started (unix seconds), overriding what the file says.
     pub recorded_at: Option<f64>,
+    /// The config's word on live vs finite (`live = true|false`); without it the scheme
+    /// decides, and for HTTP the stream itself (see [`SourceConfig::live_hint`]).
+    pub live: Option<bool>,
 }
 
 impl SourceConfig {
@@ -141,28 +153,43 @@ impl SourceConfig {
             realtime: false,
             transport: RtspTransport::default(),
             recorded_at: None,
+            live: None,
         }
     }
 
-    pub fn kind(&self) -> SourceKind {
-        if self.is_live() {
+    /// Live or finite as far as it is known before the stream is opened: the config's
+    /// `live`, else the scheme (cameras and network streams are live, files finite), and
+    /// `None` for HTTP, which serves recordings and cameras alike: the stream decides.
+    pub fn live_hint(&self) -> Option<bool> {
+        if self.live.is_some() {
+            return self.live;
+        }
+        match self.location.scheme().as_str() {
+            "rtsp" | "rtsps" | "rtspt" | "rtspu" | "v4l2" | "udp" | "srt" => Some(true),
+            "http" | "https" => None,
+            _ => Some(false),
+        }
+    }
+
+    /// Known to be live before opening (see [`SourceConfig::live_hint`]).
+    pub fn is_live(&self) -> bool {
+        self.live_hint() == Some(true)
+    }
+
+    /// Frames arrive at playback rate and must be dropped, not queued, when we fall behind;
+    /// `live` is what was decided for the stream.
+    pub fn paced(&self, live: bool) -> bool {
+        self.realtime || live
+    }
+}
+
+impl SourceKind {
+    pub fn of(live: bool) -> SourceKind {
+        if live {
             SourceKind::Live
         } else {
             SourceKind::File
         }
-    }
-
-    /// Cameras and network streams: they end only by failing, and never wait for us.
-    pub fn is_live(&self) -> bool {
-        matches!(
-            self.location.scheme().as_str(),
-            "rtsp" | "rtsps" | "rtspt" | "rtspu" | "v4l2" | "http" | "https" | "udp" | "srt"
-        )
-    }
-
-    /// Frames arrive at playback rate and must be dropped, not queued, when we fall behind.
-    pub fn paced(&self) -> bool {
-        self.realtime || self.is_live()
     }
 }
 
@@ -177,6 +204,7 @@ pub struct SourceSection {
     #[serde(default)]
     realtime: bool,
     transport: Option<Setting<String>>,
+    live: Option<bool>,
     /// When a file's recording started, when the file does not say or says wrong.
     recorded_at: Option<Setting<String>>,
 }
@@ -266,6 +294,7 @@ pub fn validate_sources(
                 location: Location::new(&uri),
                 looped: s.looped,
                 realtime: s.realtime,
+                live: s.live,
                 transport,
                 recorded_at,
             });
