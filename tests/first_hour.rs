@@ -442,7 +442,7 @@ fn a_pile_of_recordings_is_tagged_without_a_config() {
     let config = home.config("[[source]]\nname = \"nas\"\nuri = \"pile\"\n");
     let o = home.cliptag(&["run", "--config", config.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let nas: Vec<String> = home
+    let mut nas: Vec<String> = home
         .query(&["--top"])
         .iter()
         .filter_map(|r| {
@@ -452,6 +452,8 @@ fn a_pile_of_recordings_is_tagged_without_a_config() {
                 .map(String::from)
         })
         .collect();
+    // In time order, which follows the files' modification times: sorted, for the names.
+    nas.sort();
     assert_eq!(nas, ["nas/b.webm", "nas/monday/a.mp4"]);
 }
 

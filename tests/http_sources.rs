@@ -57,17 +57,31 @@ impl Box {
                 file.display()
             ));
         }
-        gst(&format!(
-            "filesrc location={} ! qtdemux ! h264parse ! hlssink2 location={}/seg%05d.ts playlist-location={}/index.m3u8 target-duration=2 max-files=0 playlist-length=0",
+        // hlssink2 writes the whole playlist at EOS, but its gst-launch-1.0 sometimes
+        // never exits after that (a teardown deadlock in GStreamer 1.22): done is when the
+        // playlist says it has ended.
+        let playlist = web.join("hls/index.m3u8");
+        let pipeline = format!(
+            "filesrc location={} ! qtdemux ! h264parse ! hlssink2 location={}/seg%05d.ts playlist-location={} target-duration=2 max-files=0 playlist-length=0",
             rec.display(),
             web.join("hls").display(),
-            web.join("hls").display()
-        ));
-        let playlist = std::fs::read_to_string(web.join("hls/index.m3u8")).unwrap();
-        assert!(
-            playlist.trim_end().ends_with("#EXT-X-ENDLIST"),
-            "{playlist}"
+            playlist.display()
         );
+        let mut hls = Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args(pipeline.split_whitespace())
+            .spawn()
+            .expect("gst-launch-1.0 runs");
+        let ended = || {
+            std::fs::read_to_string(&playlist)
+                .is_ok_and(|p| p.trim_end().ends_with("#EXT-X-ENDLIST"))
+        };
+        wait_until(Duration::from_secs(60), "hlssink2's playlist", || {
+            ended() || hls.try_wait().ok().flatten().is_some()
+        });
+        let _ = hls.kill();
+        let _ = hls.wait();
+        assert!(ended(), "{:?}", std::fs::read_to_string(&playlist));
         Box { dir, made_at }
     }
 
