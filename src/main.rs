@@ -393,7 +393,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     for s in &report.sources {
         // Failures were logged as they happened.
         if s.error.is_none() {
-            tracing::info!(source = %s.name, windows = s.windows, frames = s.frames, dropped = s.frames_dropped, reconnects = s.reconnects, state = %s.state, "source");
+            tracing::info!(source = %s.name, windows = s.windows, frames = s.frames, dropped = s.frames_dropped, reconnects = s.reconnects, retries = s.retries, state = %s.state, "source");
         }
     }
     let skipped = match report.skipped.len() {

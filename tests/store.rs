@@ -1005,6 +1005,7 @@ fn state(name: &str, state: &str, frames: u64, updated_at: f64) -> SourceStateRe
         frames,
         frames_dropped: 0,
         reconnects: 0,
+        retries: 0,
         updated_at,
     }
 }
@@ -1426,4 +1427,34 @@ fn version_2_database_gets_the_time_model() {
         .query_row("SELECT count(*) FROM v_matches", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 41);
+}
+
+/// Version 3 counted every attempt as a reconnect: those counts move to `retries`.
+#[test]
+fn version_3_states_keep_their_attempts_as_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        let c = Connection::open(&path).unwrap();
+        for sql in [
+            include_str!("../src/store/migrations/0001_initial.sql"),
+            include_str!("../src/store/migrations/0002_daemon.sql"),
+            include_str!("../src/store/migrations/0003_time_model.sql"),
+            "PRAGMA user_version = 3;
+             INSERT INTO source_states (name, uri, state, reason, last_frame_time, frames,
+                                        frames_dropped, reconnects, updated_at)
+             VALUES ('door', 'rtsp://***@door/s', 'backing off', NULL, NULL, 0, 0, 34, 1.0);",
+        ] {
+            c.execute_batch(sql).unwrap();
+        }
+    }
+    let w = StoreWriter::spawn(&path).unwrap();
+    w.close().unwrap();
+    assert_eq!(raw_user_version(&path), SCHEMA_VERSION);
+    let states = Store::open_existing(&path)
+        .unwrap()
+        .source_states()
+        .unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!((states[0].reconnects, states[0].retries), (0, 34));
 }

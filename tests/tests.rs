@@ -12,6 +12,7 @@ mod daemon;
 mod device;
 mod end_to_end;
 mod examples;
+mod faults;
 mod first_hour;
 mod http_sources;
 mod ingest;

@@ -20,7 +20,9 @@ pub struct SourceReport {
     pub windows: u64,
     pub frames: u64,
     pub frames_dropped: u64,
+    /// Outages recovered from, and connection attempts after failures.
     pub reconnects: u64,
+    pub retries: u64,
     /// The source's last state ("finished", "failed", "stopped", ...).
     pub state: String,
     pub error: Option<String>,
@@ -61,6 +63,7 @@ pub(super) fn report_of(status: &SourceStatus) -> SourceReport {
         frames: status.frames,
         frames_dropped: status.frames_dropped,
         reconnects: status.reconnects,
+        retries: status.retries,
         state: status.state.label().to_string(),
         error: match status.state {
             SourceState::Failed => status.reason.clone(),

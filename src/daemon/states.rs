@@ -71,6 +71,7 @@ fn publish_state(s: &SourceStatus, writer: &StoreWriter, now: f64) {
         frames: s.frames,
         frames_dropped: s.frames_dropped,
         reconnects: s.reconnects,
+        retries: s.retries,
         updated_at: now,
     };
     if let Err(e) = writer.put_source_state(record) {

@@ -52,7 +52,10 @@ pub struct SourceStatus {
     pub frames_dropped: u64,
     pub windows: u64,
     pub windows_dropped: u64,
+    /// Outages the source came back from (streaming again after being down).
     pub reconnects: u64,
+    /// Connection attempts after a failure or an end.
+    pub retries: u64,
     /// Monotonic milliseconds of the source thread's last sign of life.
     pub heartbeat_ms: u64,
     /// The open pipeline's own sign of life: its reader loop stamps it while waiting for a
@@ -97,6 +100,7 @@ impl StatusBoard {
                 windows: 0,
                 windows_dropped: 0,
                 reconnects: 0,
+                retries: 0,
                 heartbeat_ms: monotonic_ms(),
                 activity: None,
             });

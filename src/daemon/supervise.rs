@@ -131,7 +131,7 @@ impl SourceRunner {
             // server that is not up yet is retried rather than given up on.
             let live = cursor.live.unwrap_or(true);
             if attempts > 0 && live {
-                self.board.update(&self.source.name, |s| s.reconnects += 1);
+                self.board.update(&self.source.name, |s| s.retries += 1);
             }
             attempts += 1;
             self.set_state(SourceState::Connecting, None);
@@ -272,6 +272,7 @@ impl SourceRunner {
                         self.progress
                             .source_started(&self.source.name, frames.duration());
                         if let Some(down_since) = cursor.down_since.take() {
+                            self.board.update(&self.source.name, |s| s.reconnects += 1);
                             tracing::info!(
                                 source = %self.source.name,
                                 down_s = ((self.clock.now() - down_since) * 100.0).round() / 100.0,
@@ -297,7 +298,13 @@ impl SourceRunner {
                     }
                 }
                 Ok(None) => {
-                    let end = frames.duration().map(|d| d + time_base.unwrap_or(0.0));
+                    // A recording's last window ends with it; a live source's keeps its
+                    // length, so the next connection starts in a later window.
+                    let end = if placement.live {
+                        None
+                    } else {
+                        windower.stream_end(frames.duration().map(|d| d + time_base.unwrap_or(0.0)))
+                    };
                     if let Some(window) = windower.finish(end) {
                         live_end = live_end.max(window.end);
                         // A file read to its end, once: its last window carries what the

@@ -119,8 +119,8 @@ pub struct GstSource {
     /// a full channel, so the pipeline can go to NULL.
     samples: Option<crossbeam_channel::Receiver<gst::Sample>>,
     dropped: Arc<AtomicU64>,
-    /// The location as written and its password, when it has one, to scrub from messages.
-    secret: Option<(String, String)>,
+    /// The location as written and the secrets in it, to scrub from messages.
+    secret: (String, Vec<String>),
     bus: gst::Bus,
     no_video: Arc<AtomicBool>,
     video_pads: Arc<AtomicU32>,
@@ -130,6 +130,10 @@ pub struct GstSource {
     recorded_at: Option<f64>,
     frames_out: u64,
     finished: bool,
+    /// A camera or a server, not a local file: who to blame for a stall.
+    camera_or_server: bool,
+    /// The duration as the pipeline said it when the stream finished.
+    known_duration: Option<f64>,
     warnings: Vec<String>,
     /// Last decoded buffer, sampled or not, or last bytes out of a byte source
     /// ([`monotonic_ms`]), written by pad probes: a stream sampled once a minute is not
@@ -382,9 +386,7 @@ impl GstSource {
             appsink,
             samples: Some(samples),
             dropped,
-            secret: location
-                .password()
-                .map(|p| (location.secret().to_string(), p)),
+            secret: (location.secret().to_string(), location.secrets()),
             bus,
             no_video,
             video_pads,
@@ -392,6 +394,8 @@ impl GstSource {
             recorded_at: None,
             frames_out: 0,
             finished: false,
+            camera_or_server: !location.is_file_path() && location.scheme() != "file",
+            known_duration: None,
             decoded_at,
             alive_at: Arc::new(AtomicU64::new(monotonic_ms())),
             stall_timeout: options.stall_timeout,
@@ -426,17 +430,14 @@ impl GstSource {
 
     /// GStreamer's messages may quote the location, credentials included.
     fn scrub(&self, text: &str) -> String {
-        match &self.secret {
-            Some((raw, password)) => {
-                let text = text.replace(raw.as_str(), &self.uri);
-                if password.len() >= 3 {
-                    text.replace(password.as_str(), "***")
-                } else {
-                    text
-                }
-            }
-            None => text.to_string(),
+        let (raw, secrets) = &self.secret;
+        let mut text = text.replace(raw.as_str(), &self.uri);
+        // A secret of one or two characters would mask half the message; it is in the
+        // location, which was replaced above.
+        for secret in secrets.iter().filter(|s| s.len() >= 3) {
+            text = text.replace(secret.as_str(), "***");
         }
+        text
     }
 
     pub fn set_stall_timeout(&mut self, timeout: Duration) {
@@ -540,6 +541,9 @@ impl GstSource {
         if self.finished {
             return;
         }
+        // Asked once more while the pipeline can answer: after shutdown it cannot, and the
+        // last window's end is cut to it.
+        self.known_duration = self.duration();
         self.finished = true;
         if let (Some(duration), Some(last)) = (self.duration(), self.last_pts) {
             // A damaged file usually ends with a normal EOS, fewer frames and no error.
@@ -606,10 +610,15 @@ impl FrameSource for GstSource {
             let last_progress = self.decoded_at.load(Ordering::Relaxed).max(waiting_since);
             if now.saturating_sub(last_progress) > self.stall_timeout.as_millis() as u64 {
                 let seconds = self.stall_timeout.as_secs_f64();
-                let message = if self.video_pads.load(Ordering::SeqCst) == 0 {
-                    format!("no playable video stream found: decoding stalled for {seconds:.0} s without an error from GStreamer (the file is probably damaged)")
-                } else {
-                    format!("decoding stalled: no frame, error or end of stream for {seconds:.0} s")
+                let silent_s = now.saturating_sub(last_progress) as f64 / 1000.0;
+                let started = self.video_pads.load(Ordering::SeqCst) > 0;
+                // Who is silent decides what to say: a file is damaged, a camera or server
+                // stopped answering.
+                let message = match (self.camera_or_server, started) {
+                    (false, false) => format!("no playable video stream found: decoding stalled for {seconds:.0} s without an error from GStreamer (the file is probably damaged)"),
+                    (false, true) => format!("decoding stalled: no frame, error or end of stream for {seconds:.0} s"),
+                    (true, false) => format!("no answer: the camera or server was reached but sent no video for {silent_s:.0} s"),
+                    (true, true) => format!("the camera or server stopped answering: nothing received for {silent_s:.0} s since the last frame"),
                 };
                 self.finish();
                 return Err(self.stream_error(message, None));
@@ -653,6 +662,9 @@ impl FrameSource for GstSource {
     }
 
     fn duration(&self) -> Option<f64> {
+        if self.finished {
+            return self.known_duration;
+        }
         self.pipeline
             .query_duration::<gst::ClockTime>()
             .map(|d| d.nseconds() as f64 / 1e9)

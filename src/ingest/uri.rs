@@ -5,6 +5,11 @@
 //!   the secret form goes to GStreamer and nowhere else; the shown form, with credentials
 //!   replaced by `***`, is what logs, errors, the database and `status` print. Masking in
 //!   one place means no output path can forget it.
+//! - Credentials are the userinfo (`user:password@`, `token@`) and the values of query
+//!   parameters whose names carry a secret ([`SECRET_PARAMETER_WORDS`], any case):
+//!   cameras from several vendors take `?user=admin&password=…`, signed URLs a
+//!   `signature`. Masking a harmless parameter costs a user a `***`; missing one leaks a
+//!   password into the journal, so names are matched by what they contain.
 //! - A value with a `scheme://` stays as written; anything else is a file path, resolved
 //!   against the config file's directory, because that is how people write paths in a
 //!   config that a unit file points at.
@@ -52,10 +57,20 @@ impl Location {
         &self.shown
     }
 
-    /// The password (or token) the URI carries, to scrub it from GStreamer's own messages,
-    /// which may quote the location.
-    pub fn password(&self) -> Option<String> {
-        uri_password(&self.secret)
+    /// Every secret the URI carries (userinfo password or token, secret query values, as
+    /// written and percent-decoded), to scrub them from GStreamer's own messages, which
+    /// may quote the location or part of it.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = uri_password(&self.secret).into_iter().collect();
+        secrets.extend(secret_parameters(&self.secret).map(|(_, value)| value.to_string()));
+        let decoded: Vec<String> = secrets.iter().map(|s| percent_decoded(s)).collect();
+        secrets.extend(decoded);
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort();
+        secrets.dedup();
+        // Longest first, so a secret that contains another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets
     }
 
     /// The URI scheme, lower-cased (`rtsp`, `file`); empty for a plain path.
@@ -101,7 +116,7 @@ pub fn has_scheme(value: &str) -> bool {
 /// The password (or token) in `scheme://user:password@host/...`, if any.
 fn uri_password(uri: &str) -> Option<String> {
     let (_, rest) = uri.split_once("://")?;
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let userinfo = &authority[..authority.rfind('@')?];
     Some(match userinfo.split_once(':') {
         Some((_, password)) => password.to_string(),
@@ -110,23 +125,116 @@ fn uri_password(uri: &str) -> Option<String> {
     .filter(|p| !p.is_empty())
 }
 
-/// Replace the password of `scheme://user:password@host/...` by `***`, so credentials never
-/// reach logs or the database.
+/// Words that make a query parameter's value a secret when its name contains one (any
+/// case): `password`, `passwd`, `PWD`, Foscam's `loginpas`, `api_key`, `access_token`,
+/// `X-Amz-Signature`, `auth`.
+pub const SECRET_PARAMETER_WORDS: [&str; 8] = [
+    "pas",
+    "pwd",
+    "token",
+    "key",
+    "secret",
+    "auth",
+    "signature",
+    "credential",
+];
+
+fn is_secret_parameter(name: &str) -> bool {
+    let name = percent_decoded(name).to_ascii_lowercase();
+    SECRET_PARAMETER_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// The query of a URI with a scheme (after the first `?`, before any `#`), and where it
+/// starts.
+fn query_of(uri: &str) -> Option<(usize, &str)> {
+    if !has_scheme(uri) {
+        return None;
+    }
+    let start = uri.find('?')? + 1;
+    let end = uri[start..].find('#').map_or(uri.len(), |e| start + e);
+    Some((start, &uri[start..end]))
+}
+
+/// `(name, value)` of each query parameter whose value is a secret, as written.
+fn secret_parameters(uri: &str) -> impl Iterator<Item = (&str, &str)> {
+    query_of(uri)
+        .map(|(_, query)| query)
+        .unwrap_or_default()
+        .split(['&', ';'])
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, value)| is_secret_parameter(name) && !value.is_empty())
+}
+
+/// `%41` → `A`; anything malformed stays as written.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
+}
+
+/// Replace the credentials of a URI by `***` (the password of `scheme://user:password@`,
+/// a bare `token@`, the values of secret query parameters), so they never reach logs,
+/// errors or the database.
 fn mask_uri(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return uri.to_string();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    let masked = match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let masked = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_string(),
+            };
+            format!("{scheme}://{masked}{}", &rest[at..])
+        }
+        None => uri.to_string(),
+    };
+    mask_query(&masked)
+}
+
+/// The values of secret query parameters replaced by `***`.
+fn mask_query(uri: &str) -> String {
+    let Some((start, query)) = query_of(uri) else {
         return uri.to_string();
     };
-    let userinfo = &authority[..at];
-    let masked = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_string(),
-    };
-    format!("{scheme}://{masked}{}", &rest[at..])
+    let mut out = String::with_capacity(uri.len());
+    out.push_str(&uri[..start]);
+    let mut rest = query;
+    loop {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        let pair = &rest[..end];
+        match pair.split_once('=') {
+            Some((name, value)) if is_secret_parameter(name) && !value.is_empty() => {
+                out.push_str(name);
+                out.push_str("=***");
+            }
+            _ => out.push_str(pair),
+        }
+        if end == rest.len() {
+            break;
+        }
+        out.push_str(&rest[end..end + 1]);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(&uri[start + query.len()..]);
+    out
 }
 
 /// Turn what a user wrote (path or URI) into a URI GStreamer understands.
@@ -158,5 +266,47 @@ mod tests {
             Some("hunter2")
         );
         assert_eq!(uri_password("rtsp://cam/s@x"), None);
+    }
+
+    /// Every form the fault pass tried, and the vendor forms in the wild.
+    #[test]
+    fn masks_secrets_in_query_strings() {
+        let cases = [
+            (
+                "rtsp://127.0.0.1:18599/s?user=admin&password=QueryPw42",
+                "rtsp://127.0.0.1:18599/s?user=admin&password=***",
+            ),
+            (
+                "rtsp://cam/live?channel=1&PWD=Abc123&stream=0.sdp",
+                "rtsp://cam/live?channel=1&PWD=***&stream=0.sdp",
+            ),
+            (
+                "http://cam/video.cgi?loginuse=admin&loginpas=S3cret;resolution=32",
+                "http://cam/video.cgi?loginuse=admin&loginpas=***;resolution=32",
+            ),
+            (
+                "https://s3/x.mp4?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=deadbeef#t=10",
+                "https://s3/x.mp4?X-Amz-Credential=***&X-Amz-Signature=***#t=10",
+            ),
+            (
+                "http://u:pw1@cam:80?access_token=tok9",
+                "http://u:***@cam:80?access_token=***",
+            ),
+            (
+                "http://nas/a.mp4?t=10&api%5Fkey=k",
+                "http://nas/a.mp4?t=10&api%5Fkey=***",
+            ),
+            ("http://nas/a.mp4?download", "http://nas/a.mp4?download"),
+            ("/srv/file?password=x.mp4", "/srv/file?password=x.mp4"),
+        ];
+        for (uri, shown) in cases {
+            assert_eq!(mask_uri(uri), shown, "{uri}");
+        }
+        assert_eq!(cases.len(), 8);
+        let secrets = Location::new(
+            "https://u:pw1@s3/x.mp4?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=deadbeef",
+        )
+        .secrets();
+        assert_eq!(secrets, ["AKIA%2F1", "deadbeef", "AKIA/1", "pw1"]);
     }
 }

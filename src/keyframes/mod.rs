@@ -60,6 +60,10 @@ pub struct Windower {
     current: Option<u64>,
     frames: Vec<Frame>,
     features: Vec<Vec<f32>>,
+    /// The last frame's time, and the spacing of the last two frames: how long a frame
+    /// lasts when the stream does not say where it ends.
+    last_pts: Option<f64>,
+    spacing: Option<f64>,
 }
 
 impl Windower {
@@ -70,6 +74,8 @@ impl Windower {
             current: None,
             frames: Vec::new(),
             features: Vec::new(),
+            last_pts: None,
+            spacing: None,
         }
     }
 
@@ -79,6 +85,11 @@ impl Windower {
 
     /// Add a frame; returns the previous window when this frame starts a new one.
     pub fn push(&mut self, frame: Frame) -> Option<Window> {
+        if let Some(previous) = self.last_pts.replace(frame.pts) {
+            if frame.pts > previous {
+                self.spacing = Some(frame.pts - previous);
+            }
+        }
         let index = self.index_of(frame.pts);
         let done = match self.current {
             Some(current) if index != current => self.close(None),
@@ -91,9 +102,21 @@ impl Windower {
     }
 
     /// Close the last window. `media_end`: where the media ends, if known, so the last
-    /// window does not claim time the file does not have.
+    /// window does not claim time the file does not have (see [`Windower::stream_end`]);
+    /// `None` keeps the window's whole length, so a live source's next connection starts
+    /// in a later window.
     pub fn finish(&mut self, media_end: Option<f64>) -> Option<Window> {
         self.close(media_end)
+    }
+
+    /// Where a finite stream ends: `stated` (the container's duration) when it is past
+    /// the last frame, else where the last frame ends (its time plus the spacing of the
+    /// frames before it). A stated end before the last frame is wrong: the frames win.
+    pub fn stream_end(&self, stated: Option<f64>) -> Option<f64> {
+        let last = self.last_pts;
+        stated
+            .filter(|&e| last.is_none_or(|l| e > l))
+            .or_else(|| Some(last? + self.spacing?))
     }
 
     fn close(&mut self, media_end: Option<f64>) -> Option<Window> {
@@ -161,6 +184,31 @@ mod tests {
             out[2].keyframes.iter().map(|f| f.pts).collect::<Vec<_>>(),
             vec![20.0, 21.0, 22.0, 23.0, 24.0]
         );
+    }
+
+    /// Issue 20: a 4 s clip was stored as 0–10 s, a 22 s one with a 20–30 s window.
+    #[test]
+    fn the_last_window_ends_where_the_stream_does() {
+        for (seconds, media_end, expected) in [
+            (4, None, (0.0, 4.0)),
+            (22, None, (20.0, 22.0)),
+            (22, Some(21.5), (20.0, 21.5)),
+            // A stated end before the last frame is wrong: the frames win.
+            (22, Some(3.0), (20.0, 22.0)),
+        ] {
+            let mut w = Windower::new(Duration::from_secs(10), Box::new(AllFrames));
+            let mut out = Vec::new();
+            for t in 0..seconds {
+                out.extend(w.push(frame(t as f64)));
+            }
+            out.extend(w.finish(w.stream_end(media_end)));
+            let last = out.last().unwrap();
+            assert_eq!(
+                (last.start, last.end),
+                expected,
+                "{seconds} s, {media_end:?}"
+            );
+        }
     }
 
     #[test]

@@ -316,10 +316,11 @@ pub fn write_source_states(
             "FRAMES",
             "DROPPED",
             "RECONNECTS",
+            "RETRIES",
             "UPDATED",
             "REASON",
         ];
-        let cells: Vec<[String; 8]> = rows
+        let cells: Vec<[String; 9]> = rows
             .iter()
             .map(|r| {
                 let (state, stale) = shown_state(r, now);
@@ -339,12 +340,13 @@ pub fn write_source_states(
                     r.frames.to_string(),
                     r.frames_dropped.to_string(),
                     r.reconnects.to_string(),
+                    r.retries.to_string(),
                     age(now - r.updated_at),
                     reason,
                 ]
             })
             .collect();
-        let right = [false, false, true, true, true, true, true, false];
+        let right = [false, false, true, true, true, true, true, true, false];
         return write_table(out, header, right, &cells);
     }
     let mut records = Records::new(format);
@@ -363,6 +365,7 @@ pub fn write_source_states(
             ("frames".to_string(), json!(r.frames)),
             ("frames_dropped".to_string(), json!(r.frames_dropped)),
             ("reconnects".to_string(), json!(r.reconnects)),
+            ("retries".to_string(), json!(r.retries)),
         ]);
         instant(&mut f, "updated", Some(r.updated_at), zone);
         records.write(out, &f)?;
@@ -397,6 +400,7 @@ mod tests {
                 frames: 12345,
                 frames_dropped: 7,
                 reconnects: 1,
+                retries: 3,
                 updated_at: 999.5,
             },
             SourceStateRecord {
@@ -411,6 +415,7 @@ mod tests {
                 frames: 0,
                 frames_dropped: 0,
                 reconnects: 12,
+                retries: 40,
                 updated_at: 880.0,
             },
         ]
@@ -462,11 +467,11 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "source,uri,state,stale,recorded_state,reason,last_frame,last_frame_unix,frames,frames_dropped,reconnects,updated,updated_unix"
+            "source,uri,state,stale,recorded_state,reason,last_frame,last_frame_unix,frames,frames_dropped,reconnects,retries,updated,updated_unix"
         );
         assert_eq!(
             lines[1],
-            "door,rtsp://***@10.0.0.7/stream,streaming,false,streaming,,1970-01-01T00:16:38.000+00:00,998.0,12345,7,1,1970-01-01T00:16:39.500+00:00,999.5"
+            "door,rtsp://***@10.0.0.7/stream,streaming,false,streaming,,1970-01-01T00:16:38.000+00:00,998.0,12345,7,1,3,1970-01-01T00:16:39.500+00:00,999.5"
         );
         // The quoted reason spans a line break, as CSV allows.
         assert!(lines[2].starts_with(

@@ -86,8 +86,9 @@ impl StoreError {
             | StoreError::UnknownLabel { .. }
             | StoreError::BadData { .. }
             | StoreError::BadBlob { .. } => Disposition::Skip,
-            // Whatever opening or migrating hit, the store is unusable unless
-            // it was only another process holding the lock.
+            // Whatever opening or migrating hit, the store is unusable unless it was
+            // only another process holding the lock, or a full disk (a box that starts
+            // with a full SD card comes back by itself once there is room).
             StoreError::Open { source, .. } | StoreError::Migration { source, .. } => {
                 match sqlite_disposition(source) {
                     Disposition::Retry => Disposition::Retry,
@@ -113,8 +114,16 @@ impl StoreError {
         }
     }
 
+    /// Another connection holds the lock: worth retrying at once, unlike a full disk.
     pub(crate) fn is_busy(&self) -> bool {
-        matches!(self.disposition(), Disposition::Retry)
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(C::DatabaseBusy | C::DatabaseLocked)
+            ),
+            _ => false,
+        }
     }
 }
 
@@ -123,9 +132,12 @@ fn sqlite_disposition(e: &rusqlite::Error) -> Disposition {
     match e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
             C::DatabaseBusy | C::DatabaseLocked => Disposition::Retry,
+            // A full disk (an SD card filling up) or an I/O error (removable media that
+            // came loose) is what a later start can get past: systemd restarts on 75.
+            C::DiskFull | C::SystemIoFailure => Disposition::Retry,
             C::ConstraintViolation | C::TypeMismatch | C::TooBig => Disposition::Skip,
-            // Corrupt, unreadable, full, read-only, or our own SQL is wrong:
-            // retrying the same thing cannot help.
+            // Corrupt, unreadable, read-only, or our own SQL is wrong: retrying the same
+            // thing cannot help.
             _ => Disposition::Stop,
         },
         rusqlite::Error::FromSqlConversionFailure(..)
@@ -134,5 +146,35 @@ fn sqlite_disposition(e: &rusqlite::Error) -> Disposition {
         | rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::ToSqlConversionFailure(..) => Disposition::Skip,
         _ => Disposition::Stop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real SQLite "database or disk is full" (a file capped with `max_page_count`)
+    /// is temporary: exit 75, so systemd restarts the box once there is room.
+    #[test]
+    fn a_full_database_is_temporary_trouble() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA max_page_count = 8; CREATE TABLE t (b BLOB);")
+            .unwrap();
+        let full = conn
+            .execute("INSERT INTO t VALUES (zeroblob(1000000))", [])
+            .unwrap_err();
+        assert_eq!(
+            full.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DiskFull),
+            "{full}"
+        );
+        let e = StoreError::sqlite(&path, "committing a batch", full);
+        assert_eq!(e.disposition(), Disposition::Retry);
+        assert!(
+            !e.is_busy(),
+            "a full disk is not retried at once like a lock"
+        );
     }
 }

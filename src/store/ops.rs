@@ -394,11 +394,13 @@ fn put_source_state(
     }
     conn.prepare_cached(
         "INSERT INTO source_states (name, uri, state, reason, last_frame_time, frames, \
-         frames_dropped, reconnects, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         frames_dropped, reconnects, retries, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT (name) DO UPDATE SET uri = excluded.uri, state = excluded.state, \
          reason = excluded.reason, last_frame_time = excluded.last_frame_time, \
          frames = excluded.frames, frames_dropped = excluded.frames_dropped, \
-         reconnects = excluded.reconnects, updated_at = excluded.updated_at",
+         reconnects = excluded.reconnects, retries = excluded.retries, \
+         updated_at = excluded.updated_at",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -410,6 +412,7 @@ fn put_source_state(
             s.frames,
             s.frames_dropped,
             s.reconnects,
+            s.retries,
             s.updated_at
         ])
     })

@@ -388,7 +388,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT name, uri, state, reason, last_frame_time, frames, frames_dropped, \
-                 reconnects, updated_at FROM source_states ORDER BY name",
+                 reconnects, retries, updated_at FROM source_states ORDER BY name",
             )
             .map_err(&err)?;
         let rows = st
@@ -402,7 +402,8 @@ impl Store {
                     frames: r.get(5)?,
                     frames_dropped: r.get(6)?,
                     reconnects: r.get(7)?,
-                    updated_at: r.get(8)?,
+                    retries: r.get(8)?,
+                    updated_at: r.get(9)?,
                 })
             })
             .map_err(&err)?;

@@ -33,7 +33,11 @@ pub struct SourceStateRecord {
     pub last_frame_time: Option<f64>,
     pub frames: u64,
     pub frames_dropped: u64,
+    /// Outages the source came back from.
     pub reconnects: u64,
+    /// Connection attempts after a failure or an end (a dead camera's grow, its
+    /// reconnects do not).
+    pub retries: u64,
     /// Unix seconds when this record was made.
     pub updated_at: f64,
 }

@@ -35,6 +35,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_time_model",
         sql: include_str!("migrations/0003_time_model.sql"),
     },
+    Migration {
+        name: "0004_retries",
+        sql: include_str!("migrations/0004_retries.sql"),
+    },
 ];
 
 /// The `user_version` a database has once this binary has migrated it.

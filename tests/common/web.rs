@@ -143,11 +143,13 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         Some(r) => format!("GET {path} Range: {r}"),
         None => format!("GET {path}"),
     });
-    if path == "/mjpeg" && !shared.site.mjpeg.is_empty() {
+    if path.split('?').next() == Some("/mjpeg") && !shared.site.mjpeg.is_empty() {
         serve_mjpeg(stream, shared);
         return;
     }
-    let file = shared.site.root.join(path.trim_start_matches('/'));
+    // The query is the client's business (a signed URL, a camera's credentials).
+    let file_path = path.split('?').next().unwrap_or_default();
+    let file = shared.site.root.join(file_path.trim_start_matches('/'));
     let Ok(body) = std::fs::read(&file) else {
         let _ = stream
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");

@@ -1,0 +1,297 @@
+//! Faults that must not stop a box (issue 20), through the real binary, real servers on
+//! loopback and real encoded clips: credentials in every URI form never leave the box, a
+//! silent camera is named as such, the last window ends with the video, and counters
+//! count what they say.
+
+use std::time::Duration;
+
+use crate::common::child::*;
+use crate::common::web::{Site, WebServer};
+use crate::common::*;
+
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("labels.txt"), "dog\ncar\n").unwrap();
+        Home { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn db(&self) -> String {
+        self.path("tags.db").display().to_string()
+    }
+
+    /// A config for the tiny model (1 fps, 10 s windows) with these `[[source]]` bodies.
+    fn config(&self, sources: &[String]) -> std::path::PathBuf {
+        self.config_with("", sources)
+    }
+
+    /// [`Home::config`] with more `[daemon]` lines.
+    fn config_with(&self, daemon: &str, sources: &[String]) -> std::path::PathBuf {
+        let mut text = format!(
+            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n\n[model]\ndir = {:?}\nthreads = 1\n\n[sampling]\nfps = 1.0\n\n[window]\nseconds = 10.0\n\n[daemon]\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n{daemon}\n",
+            tiny_model()
+        );
+        for s in sources {
+            text.push_str(&format!("\n[[source]]\n{s}\n"));
+        }
+        let path = self.path("cliptag.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Standard output and error of `cliptag ARGS` (in this box, UTC).
+    fn output(&self, args: &[&str]) -> String {
+        let o = cliptag()
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("CLIPTAG_CONFIG")
+            .env("TZ", "UTC")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    }
+
+    /// The database file and its write-ahead log, as bytes read as text.
+    fn database_bytes(&self) -> String {
+        ["tags.db", "tags.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::read(self.path(f)).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    }
+}
+
+/// A password in a URI's query string, a token, userinfo: masked in the log, the database
+/// (and its WAL) and every command's output, for a streaming camera, a dead one and a
+/// recording on a web server.
+#[test]
+fn credentials_in_any_uri_form_never_leave_the_box() {
+    let secrets = ["QueryPw42", "UserPw77", "TokenPw55", "HttpPw99"];
+    let port = free_port();
+    let dead = free_port();
+    let mut camera = rtsp_server(port);
+    let web = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        clips().join("three_scenes_10s.mp4"),
+        web.path().join("a.mp4"),
+    )
+    .unwrap();
+    let server = WebServer::start(Site {
+        root: web.path().to_path_buf(),
+        ..Site::default()
+    });
+    let home = Home::new();
+    let config = home.config(&[
+        format!(
+            "name = \"cam\"\nuri = \"rtsp://127.0.0.1:{port}/test?user=admin&password=QueryPw42\""
+        ),
+        format!(
+            "name = \"dead\"\nuri = \"rtsp://viewer:UserPw77@127.0.0.1:{dead}/s?token=TokenPw55\""
+        ),
+        format!(
+            "name = \"nas\"\nuri = \"{}?auth=HttpPw99\"",
+            server.url("a.mp4")
+        ),
+    ]);
+    let config_arg = config.to_str().unwrap().to_string();
+    let mut daemon = Daemon::start(&config, &[("TZ", "UTC")]);
+    let state = |name: &str| {
+        let o = cliptag()
+            .args(["status", "--config", &config_arg, "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|s| s["source"] == name)
+            .unwrap_or_default()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "a camera window, a finished recording, a retried dead camera",
+        || {
+            state("nas")["state"] == "finished"
+                && state("dead")["retries"].as_u64() >= Some(1)
+                && state("cam")["frames"].as_u64() >= Some(12)
+        },
+    );
+    // While it runs, the WAL holds the newest writes.
+    let mut seen = vec![("database while running".to_string(), home.database_bytes())];
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).unwrap().success());
+    let _ = camera.kill();
+    let _ = camera.wait();
+    seen.push(("log".into(), daemon.log()));
+    seen.push(("database after".into(), home.database_bytes()));
+    let db = home.db();
+    let commands: [&[&str]; 6] = [
+        &["status", "--config", &config_arg],
+        &["status", "--config", &config_arg, "--json"],
+        &["query", "--db", &db, "--top"],
+        &["query", "--db", &db, "--top", "--json"],
+        &["query", "--db", &db, "--top", "--csv"],
+        &["labels", "--db", &db],
+    ];
+    for args in commands {
+        seen.push((format!("{args:?}"), home.output(args)));
+    }
+    assert_eq!(seen.len(), 9);
+    for (what, text) in &seen {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} in the {what}: {text}");
+        }
+    }
+    // What is shown instead: the masked forms, so a user still sees which URI it is.
+    let status = &seen[4].1;
+    for shown in [
+        format!("rtsp://127.0.0.1:{port}/test?user=admin&password=***"),
+        format!("rtsp://viewer:***@127.0.0.1:{dead}/s?token=***"),
+        format!("{}?auth=***", server.url("a.mp4")),
+    ] {
+        assert!(status.contains(&shown), "{shown} not in {status}");
+    }
+    assert!(
+        seen[1].1.contains("s?token=***"),
+        "the log names the dead camera"
+    );
+}
+
+/// A window ends where the video does: a 4 s clip is 0–4 s, not 0–10 s; a 22 s one ends
+/// with a 20–22 s window (MP4 and WebM, 10 s windows).
+#[test]
+fn the_last_window_ends_with_the_video() {
+    let home = Home::new();
+    let mut files = Vec::new();
+    for seconds in [4u32, 22] {
+        for (ext, rate, encode) in [
+            ("mp4", 10, "x264enc speed-preset=ultrafast ! mp4mux"),
+            ("webm", 25, "vp8enc deadline=1 ! webmmux"),
+        ] {
+            let file = home.path(&format!("clip{seconds}.{ext}"));
+            let pipeline = format!(
+                "videotestsrc num-buffers={} pattern=ball ! video/x-raw,width=160,height=120,framerate={rate}/1 ! {encode} ! filesink location={}",
+                seconds * rate,
+                file.display()
+            );
+            let ok = std::process::Command::new("gst-launch-1.0")
+                .arg("-q")
+                .args(pipeline.split_whitespace())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{pipeline}");
+            files.push((file, seconds));
+        }
+    }
+    let model = tiny_model().display().to_string();
+    let db = home.db();
+    let mut args = vec![
+        "run",
+        "--model",
+        &model,
+        "--labels",
+        "labels.txt",
+        "--db",
+        &db,
+    ];
+    let paths: Vec<String> = files.iter().map(|(f, _)| f.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    home.output(&args);
+    let rows: Vec<serde_json::Value> = home
+        .output(&["query", "--db", &db, "--top", "--json"])
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(files.len(), 4);
+    for (file, seconds) in &files {
+        let mut ends: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r["uri"] == file.display().to_string())
+            .map(|r| {
+                (
+                    r["offset_s"].as_f64().unwrap(),
+                    r["offset_end_s"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        ends.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let expected: Vec<(f64, f64)> = (0..seconds.div_ceil(10))
+            .map(|i| {
+                let start = 10.0 * f64::from(i);
+                (start, (start + 10.0).min(f64::from(*seconds)))
+            })
+            .collect();
+        assert_eq!(ends, expected, "{}", file.display());
+    }
+}
+
+/// A camera (RTSP) or web server (HTTP) that takes the connection and never answers is
+/// named as such, not as a damaged file, and retried.
+#[test]
+fn a_silent_camera_is_not_called_a_damaged_file() {
+    // Accepts every connection and holds it open without a byte in reply.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().map_while(Result::ok) {
+            held.push(stream);
+        }
+    });
+    let home = Home::new();
+    let config = home.config_with(
+        "stall_timeout = \"2s\"",
+        &[
+            format!("name = \"rtsp\"\nuri = \"rtsp://127.0.0.1:{port}/s\""),
+            format!("name = \"web\"\nuri = \"http://127.0.0.1:{port}/video.mjpg\""),
+        ],
+    );
+    let config_arg = config.to_str().unwrap().to_string();
+    let mut daemon = Daemon::start(&config, &[]);
+    let states = || -> Vec<serde_json::Value> {
+        let o = cliptag()
+            .args(["status", "--config", &config_arg, "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_until(Duration::from_secs(60), "both retried", || {
+        let s = states();
+        s.len() == 2 && s.iter().all(|s| s["retries"].as_u64() >= Some(1))
+    });
+    let s = states();
+    assert_eq!(s.len(), 2);
+    for state in &s {
+        let reason = state["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("no answer: the camera or server was reached but sent no video"),
+            "{state}"
+        );
+        assert!(!reason.contains("damaged"), "{state}");
+        assert_eq!(state["reconnects"].as_u64(), Some(0), "{state}");
+    }
+    assert!(daemon.running());
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).unwrap().success());
+}
