@@ -6,76 +6,32 @@
 use std::time::Duration;
 
 use crate::common::child::*;
+use crate::common::home::*;
 use crate::common::web::{Site, WebServer};
 use crate::common::*;
 
-struct Home {
-    dir: tempfile::TempDir,
+/// `[[source]]` tables with these bodies.
+fn sources(bodies: &[String]) -> String {
+    bodies
+        .iter()
+        .map(|b| format!("[[source]]\n{b}\n\n"))
+        .collect()
 }
 
-impl Home {
-    fn new() -> Home {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("labels.txt"), "dog\ncar\n").unwrap();
-        Home { dir }
-    }
+/// Standard output and error of `cliptag ARGS` in the box, which must succeed.
+fn output(home: &Home, args: &[&str]) -> String {
+    let o = home.cliptag(args);
+    assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    format!("{}{}", text(&o.stdout), text(&o.stderr))
+}
 
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn db(&self) -> String {
-        self.path("tags.db").display().to_string()
-    }
-
-    /// A config for the tiny model (1 fps, 10 s windows) with these `[[source]]` bodies.
-    fn config(&self, sources: &[String]) -> std::path::PathBuf {
-        self.config_with("", sources)
-    }
-
-    /// [`Home::config`] with more `[daemon]` lines.
-    fn config_with(&self, daemon: &str, sources: &[String]) -> std::path::PathBuf {
-        let mut text = format!(
-            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n\n[model]\ndir = {:?}\nthreads = 1\n\n[sampling]\nfps = 1.0\n\n[window]\nseconds = 10.0\n\n[daemon]\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n{daemon}\n",
-            tiny_model()
-        );
-        for s in sources {
-            text.push_str(&format!("\n[[source]]\n{s}\n"));
-        }
-        let path = self.path("cliptag.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Standard output and error of `cliptag ARGS` (in this box, UTC).
-    fn output(&self, args: &[&str]) -> String {
-        let o = cliptag()
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("CLIPTAG_CONFIG")
-            .env("TZ", "UTC")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    }
-
-    /// The database file and its write-ahead log, as bytes read as text.
-    fn database_bytes(&self) -> String {
-        ["tags.db", "tags.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::read(self.path(f)).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .collect()
-    }
+/// The database file and its write-ahead log, as bytes read as text.
+fn database_bytes(home: &Home) -> String {
+    ["tags.db", "tags.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::read(home.path(f)).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect()
 }
 
 /// A password in a URI's query string, a token, userinfo: masked in the log, the database
@@ -97,8 +53,8 @@ fn credentials_in_any_uri_form_never_leave_the_box() {
         root: web.path().to_path_buf(),
         ..Site::default()
     });
-    let home = Home::new();
-    let config = home.config(&[
+    let home = Home::new("dog\ncar\n");
+    let config = home.config(&sources(&[
         format!(
             "name = \"cam\"\nuri = \"rtsp://127.0.0.1:{port}/test?user=admin&password=QueryPw42\""
         ),
@@ -109,20 +65,10 @@ fn credentials_in_any_uri_form_never_leave_the_box() {
             "name = \"nas\"\nuri = \"{}?auth=HttpPw99\"",
             server.url("a.mp4")
         ),
-    ]);
+    ]));
     let config_arg = config.to_str().unwrap().to_string();
     let mut daemon = Daemon::start(&config, &[("TZ", "UTC")]);
-    let state = |name: &str| {
-        let o = cliptag()
-            .args(["status", "--config", &config_arg, "--json"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|s| s["source"] == name)
-            .unwrap_or_default()
-    };
+    let state = |name: &str| home.state(name);
     wait_until(
         Duration::from_secs(60),
         "a camera window, a finished recording, a retried dead camera",
@@ -133,13 +79,13 @@ fn credentials_in_any_uri_form_never_leave_the_box() {
         },
     );
     // While it runs, the WAL holds the newest writes.
-    let mut seen = vec![("database while running".to_string(), home.database_bytes())];
+    let mut seen = vec![("database while running".to_string(), database_bytes(&home))];
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(20)).unwrap().success());
     let _ = camera.kill();
     let _ = camera.wait();
     seen.push(("log".into(), daemon.log()));
-    seen.push(("database after".into(), home.database_bytes()));
+    seen.push(("database after".into(), database_bytes(&home)));
     let db = home.db();
     let commands: [&[&str]; 6] = [
         &["status", "--config", &config_arg],
@@ -150,7 +96,7 @@ fn credentials_in_any_uri_form_never_leave_the_box() {
         &["labels", "--db", &db],
     ];
     for args in commands {
-        seen.push((format!("{args:?}"), home.output(args)));
+        seen.push((format!("{args:?}"), output(&home, args)));
     }
     assert_eq!(seen.len(), 9);
     for (what, text) in &seen {
@@ -177,7 +123,7 @@ fn credentials_in_any_uri_form_never_leave_the_box() {
 /// with a 20–22 s window (MP4 and WebM, 10 s windows).
 #[test]
 fn the_last_window_ends_with_the_video() {
-    let home = Home::new();
+    let home = Home::new("dog\ncar\n");
     let mut files = Vec::new();
     for seconds in [4u32, 22] {
         for (ext, rate, encode) in [
@@ -200,26 +146,10 @@ fn the_last_window_ends_with_the_video() {
             files.push((file, seconds));
         }
     }
-    let model = tiny_model().display().to_string();
-    let db = home.db();
-    let mut args = vec![
-        "run",
-        "--model",
-        &model,
-        "--labels",
-        "labels.txt",
-        "--db",
-        &db,
-    ];
     let paths: Vec<String> = files.iter().map(|(f, _)| f.display().to_string()).collect();
-    args.extend(paths.iter().map(String::as_str));
-    home.output(&args);
-    let rows: Vec<serde_json::Value> = home
-        .output(&["query", "--db", &db, "--top", "--json"])
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    home.run_files(&paths);
+    let rows = home.query(&["--top"]);
     assert_eq!(files.len(), 4);
     for (file, seconds) in &files {
         let mut ends: Vec<(f64, f64)> = rows
@@ -256,26 +186,16 @@ fn a_silent_camera_is_not_called_a_damaged_file() {
             held.push(stream);
         }
     });
-    let home = Home::new();
+    let home = Home::new("dog\ncar\n");
     let config = home.config_with(
         "stall_timeout = \"2s\"",
-        &[
+        &sources(&[
             format!("name = \"rtsp\"\nuri = \"rtsp://127.0.0.1:{port}/s\""),
             format!("name = \"web\"\nuri = \"http://127.0.0.1:{port}/video.mjpg\""),
-        ],
+        ]),
     );
-    let config_arg = config.to_str().unwrap().to_string();
     let mut daemon = Daemon::start(&config, &[]);
-    let states = || -> Vec<serde_json::Value> {
-        let o = cliptag()
-            .args(["status", "--config", &config_arg, "--json"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let states = || home.states();
     wait_until(Duration::from_secs(60), "both retried", || {
         let s = states();
         s.len() == 2 && s.iter().all(|s| s["retries"].as_u64() >= Some(1))

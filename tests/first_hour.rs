@@ -4,22 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::common::child::*;
+use crate::common::home::*;
 use crate::common::*;
 
 /// 2026-12-01T08:00:00Z: the container date written into the test recordings.
 const DEC_1_0800Z: u64 = 1_796_112_000;
 /// Seconds from 1904-01-01 (MP4's epoch) to 1970-01-01.
 const MP4_EPOCH_OFFSET: u64 = 2_082_844_800;
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// A copy of `clip` (an MP4 written by GStreamer's qtmux) whose movie header says it was
 /// recorded at `unix` seconds, or carries no date at all (`None`, a zero creation time).
@@ -35,105 +29,6 @@ fn recording(clip: &str, to: &Path, unix: Option<u64>) -> PathBuf {
     data[at + 8..at + 12].copy_from_slice(&value.to_be_bytes());
     std::fs::write(to, data).unwrap();
     to.to_path_buf()
-}
-
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new(labels: &str) -> Home {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("labels.txt"), labels).unwrap();
-        Home { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn db(&self) -> String {
-        self.path("tags.db").display().to_string()
-    }
-
-    /// A config for the tiny model (1 fps, 10 s windows); `body` adds tables.
-    fn config(&self, body: &str) -> PathBuf {
-        let text = format!(
-            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n\n[model]\ndir = {:?}\nthreads = 1\n\n[sampling]\nfps = 1.0\n\n[window]\nseconds = 10.0\n\n[daemon]\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n\n{body}",
-            tiny_model()
-        );
-        let path = self.path("cliptag.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// `cliptag ARGS` in this box's directory.
-    fn cliptag(&self, args: &[&str]) -> Output {
-        cliptag()
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("CLIPTAG_CONFIG")
-            .env_remove("JOURNAL_STREAM")
-            .env("TZ", "UTC")
-            .output()
-            .unwrap()
-    }
-
-    /// `cliptag run --model tiny --labels labels.txt --db tags.db ARGS`.
-    fn run_files(&self, args: &[&str]) -> Output {
-        let model = tiny_model().display().to_string();
-        let mut all = vec![
-            "run",
-            "--model",
-            &model,
-            "--labels",
-            "labels.txt",
-            "--db",
-            "tags.db",
-        ];
-        all.extend_from_slice(args);
-        let o = self.cliptag(&all);
-        assert!(o.status.success(), "run failed: {}", text(&o.stderr));
-        o
-    }
-
-    /// `cliptag query --db tags.db --json ARGS`, parsed.
-    fn query(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        let db = self.db();
-        let mut all = vec!["query", "--db", &db, "--json"];
-        all.extend_from_slice(args);
-        let o = self.cliptag(&all);
-        assert!(o.status.success(), "query {args:?}: {}", text(&o.stderr));
-        json_lines(&o.stdout)
-    }
-
-    /// `cliptag query --db tags.db ARGS`, expected to be refused: its error.
-    fn refused(&self, args: &[&str]) -> String {
-        let db = self.db();
-        let mut all = vec!["query", "--db", &db];
-        all.extend_from_slice(args);
-        let o = self.cliptag(&all);
-        assert_eq!(o.status.code(), Some(1), "query {args:?} was not refused");
-        assert!(o.stdout.is_empty());
-        text(&o.stderr)
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
-    text(bytes)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
-}
-
-fn f(v: &serde_json::Value, key: &str) -> f64 {
-    v[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 /// (1) A camera's windows carry the wall-clock time they were captured at, shown as a date

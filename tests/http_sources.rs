@@ -4,24 +4,17 @@
 //! encoders and `hlssink2`, the real binary; each server is also killed mid-stream and
 //! the outcome checked.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use crate::common::child::*;
+use crate::common::home::*;
 use crate::common::web::{Site, WebServer};
-use crate::common::*;
 
 /// Seconds of the test recording, and its windows (10 s each at 1 fps).
 const RECORDING_S: u64 = 60;
 const WINDOWS: usize = 6;
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 fn gst(args: &str) {
     let status = Command::new("gst-launch-1.0")
@@ -37,16 +30,22 @@ fn gst(args: &str) {
 /// (the same with the index first, as web video is published) and the same video as an
 /// HLS VOD playlist with 2 s segments (`hls/index.m3u8`, ending in `#EXT-X-ENDLIST`).
 struct Box {
-    dir: tempfile::TempDir,
+    home: Home,
     /// When the recordings were made: the date their containers carry.
     made_at: f64,
 }
 
+impl std::ops::Deref for Box {
+    type Target = Home;
+    fn deref(&self) -> &Home {
+        &self.home
+    }
+}
+
 impl Box {
     fn new() -> Box {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("labels.txt"), "dog\ncar\nbouncing ball\n").unwrap();
-        let web = dir.path().join("web");
+        let home = Home::new("dog\ncar\nbouncing ball\n");
+        let web = home.path("web");
         std::fs::create_dir_all(web.join("hls")).unwrap();
         let rec = web.join("rec.mp4");
         let made_at = unix_now();
@@ -82,52 +81,18 @@ impl Box {
         let _ = hls.kill();
         let _ = hls.wait();
         assert!(ended(), "{:?}", std::fs::read_to_string(&playlist));
-        Box { dir, made_at }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        Box { home, made_at }
     }
 
     fn web(&self) -> PathBuf {
         self.path("web")
     }
 
-    fn db(&self) -> String {
-        self.path("tags.db").display().to_string()
-    }
-
     /// A config with one source named `name` at `uri` (plus `extra` lines for it).
-    fn config(&self, name: &str, uri: &str, extra: &str) -> PathBuf {
-        let text = format!(
-            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n\n[model]\ndir = {:?}\nthreads = 1\n\n[sampling]\nfps = 1.0\n\n[window]\nseconds = 10.0\n\n[daemon]\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n\n[[source]]\nname = {name:?}\nuri = {uri:?}\n{extra}",
-            tiny_model()
-        );
-        let path = self.path("cliptag.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn cliptag(&self, args: &[&str]) -> Output {
-        cliptag()
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("CLIPTAG_CONFIG")
-            .env_remove("JOURNAL_STREAM")
-            .env("TZ", "UTC")
-            .output()
-            .unwrap()
-    }
-
-    /// `cliptag run --config CONFIG` to its end, logging at info level.
-    fn run(&self, config: &Path) -> Output {
-        cliptag()
-            .args(["run", "--config", config.to_str().unwrap()])
-            .current_dir(self.dir.path())
-            .env("CLIPTAG_LOG", "info,tract_linalg=warn")
-            .env("TZ", "UTC")
-            .output()
-            .unwrap()
+    fn source_config(&self, name: &str, uri: &str, extra: &str) -> PathBuf {
+        self.config(&format!(
+            "[[source]]\nname = {name:?}\nuri = {uri:?}\n{extra}"
+        ))
     }
 
     /// One row per stored window of `source` (`query --top`), oldest first.
@@ -142,33 +107,6 @@ impl Box {
         rows.sort_by(|a, b| f(a, "start_unix").total_cmp(&f(b, "start_unix")));
         rows
     }
-
-    /// The source's line of `status --json`.
-    fn state(&self, source: &str) -> serde_json::Value {
-        let db = self.db();
-        let o = self.cliptag(&["status", "--db", &db, "--json"]);
-        json_lines(&o.stdout)
-            .into_iter()
-            .find(|s| s["source"] == source)
-            .unwrap_or_else(|| panic!("no status for {source}: {}", text(&o.stdout)))
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
-    text(bytes)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
-}
-
-fn f(v: &serde_json::Value, key: &str) -> f64 {
-    v[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 /// A recording's windows: positions 0, 10, 20 … from the start, each once, kind "file".
@@ -193,9 +131,9 @@ fn a_recording_on_a_web_server_is_tagged_once_like_a_file() {
         cut_once_at: Some(size / 2),
         ..Site::default()
     });
-    let config = home.config("nas", &server.url("rec.mp4"), "");
+    let config = home.source_config("nas", &server.url("rec.mp4"), "");
     let before = unix_now();
-    let o = home.run(&config);
+    let o = home.run_config(&config);
     let log = text(&o.stderr);
     assert!(o.status.success(), "{log}");
     assert!(
@@ -244,7 +182,7 @@ fn a_recording_on_a_web_server_is_tagged_once_like_a_file() {
     );
 
     // Run again: the same windows, replaced, not doubled.
-    let o = home.run(&config);
+    let o = home.run_config(&config);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_recording_windows(&home.windows("nas"), WINDOWS);
 }
@@ -257,8 +195,8 @@ fn an_hls_playlist_with_an_end_is_a_recording() {
         root: home.web(),
         ..Site::default()
     });
-    let config = home.config("vod", &server.url("hls/index.m3u8"), "");
-    let o = home.run(&config);
+    let config = home.source_config("vod", &server.url("hls/index.m3u8"), "");
+    let o = home.run_config(&config);
     let log = text(&o.stderr);
     assert!(o.status.success(), "{log}");
     assert!(log.contains("tagged once, as a recording"), "{log}");
@@ -281,7 +219,7 @@ fn a_recording_whose_server_dies_is_reported_not_replayed() {
             rate: Some(size / 12),
             ..Site::default()
         });
-        let config = home.config(name, &server.url(path), "");
+        let config = home.source_config(name, &server.url(path), "");
         let mut daemon = Daemon::start(&config, &[("TZ", "UTC")]);
         let t0 = std::time::Instant::now();
         while home.windows(name).is_empty() {
@@ -340,7 +278,7 @@ fn an_mjpeg_camera_over_http_is_watched_like_a_camera() {
     };
     let server = WebServer::start(site.clone());
     let port = server.port;
-    let config = home.config("porch", &server.url("mjpeg"), "");
+    let config = home.source_config("porch", &server.url("mjpeg"), "");
     let before = unix_now();
     let mut daemon = Daemon::start(&config, &[("TZ", "UTC")]);
     wait_until(Duration::from_secs(60), "two camera windows", || {
@@ -394,7 +332,7 @@ fn the_config_overrides_what_the_stream_says() {
         root: home.web(),
         ..Site::default()
     });
-    let config = home.config("forced", &server.url("rec.mp4"), "live = true\n");
+    let config = home.source_config("forced", &server.url("rec.mp4"), "live = true\n");
     let mut daemon = Daemon::start(&config, &[("TZ", "UTC")]);
     wait_until(Duration::from_secs(60), "a window", || {
         !home.windows("forced").is_empty()

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod child;
+pub mod home;
 pub mod web;
 
 pub fn repo() -> PathBuf {
