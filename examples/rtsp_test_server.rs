@@ -1,6 +1,6 @@
 //! Test helper: serves an MP4 (H.264) clip over RTSP on loopback, standing in for a camera.
 //!
-//!   rtsp_test_server --port PORT --clip PATH [--mount /test]
+//!   rtsp_test_server --port PORT --clip PATH [--mount /test] [--credentials USER:PASS]
 //!
 //! Binds 127.0.0.1 only. `--port 0` picks a free port. Once listening it prints exactly one
 //! line, `READY rtsp://127.0.0.1:PORT/MOUNT`, to stdout, so a test can wait for it and read
@@ -28,7 +28,10 @@ use gstreamer::glib;
 use gstreamer::glib::translate::IntoGlib;
 use gstreamer::prelude::*;
 use gstreamer_rtsp_server::prelude::*;
-use gstreamer_rtsp_server::{RTSPMediaFactory, RTSPServer};
+use gstreamer_rtsp_server::{
+    RTSPAuth, RTSPMediaFactory, RTSPServer, RTSPToken, RTSP_PERM_MEDIA_FACTORY_ACCESS,
+    RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, RTSP_TOKEN_MEDIA_FACTORY_ROLE,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -40,6 +43,10 @@ struct Args {
     clip: PathBuf,
     #[arg(long, default_value = "/test")]
     mount: String,
+    /// Demand these credentials (`USER:PASS`, basic auth), as a camera with a password
+    /// does: anyone else gets 401.
+    #[arg(long)]
+    credentials: Option<String>,
 }
 
 /// Restarts the clip whenever `demux` reaches its end, invisibly to everything downstream of
@@ -139,6 +146,23 @@ fn main() -> anyhow::Result<()> {
     });
 
     let server = RTSPServer::new();
+    if let Some(credentials) = &args.credentials {
+        let (user, pass) = credentials
+            .split_once(':')
+            .context("--credentials wants USER:PASS")?;
+        let auth = RTSPAuth::new();
+        let token = RTSPToken::builder()
+            .field(RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+            .build();
+        auth.add_basic(RTSPAuth::make_basic(user, pass).as_str(), &token);
+        server.set_auth(Some(&auth));
+        factory.add_role_from_structure(
+            &gst::Structure::builder("viewer")
+                .field(RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                .field(RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                .build(),
+        );
+    }
     server.set_address("127.0.0.1");
     server.set_service(&args.port.to_string());
     server

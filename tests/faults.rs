@@ -215,3 +215,72 @@ fn a_silent_camera_is_not_called_a_damaged_file() {
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(20)).unwrap().success());
 }
+
+/// Why a camera or server failed, in words a user acts on: nothing listens on the port,
+/// the name does not resolve, the password is refused (RTSP and HTTP 401), the path is not
+/// there (404). Each retried, none ever connected.
+#[test]
+fn failures_name_their_cause() {
+    let refused = free_port();
+    let locked = free_port();
+    let mut camera = rtsp_server_with(locked, &["--credentials", "admin:RightPw33"]);
+    let root = tempfile::tempdir().unwrap();
+    let server = WebServer::start(Site {
+        root: root.path().to_path_buf(),
+        private_refuses_everyone: true,
+        ..Site::default()
+    });
+    let home = Home::new("dog\ncar\n");
+    let expected = [
+        (
+            "refused",
+            format!("rtsp://127.0.0.1:{refused}/s"),
+            format!("connection refused by 127.0.0.1:{refused}"),
+        ),
+        (
+            "unknown",
+            "rtsp://camera.invalid/s".to_string(),
+            "cannot resolve host \"camera.invalid\"".to_string(),
+        ),
+        (
+            "rtsp-password",
+            format!("rtsp://admin:WrongPw11@127.0.0.1:{locked}/test"),
+            "authentication failed".to_string(),
+        ),
+        (
+            "password",
+            server
+                .url("private/video.mjpg")
+                .replace("http://", "http://viewer:WrongPw11@"),
+            "authentication failed".to_string(),
+        ),
+        (
+            "missing",
+            server.url("nothere.mp4"),
+            "the camera or server has no such path".to_string(),
+        ),
+    ];
+    let bodies: Vec<String> = expected
+        .iter()
+        .map(|(name, uri, _)| format!("name = {name:?}\nuri = {uri:?}"))
+        .collect();
+    let config = home.config(&sources(&bodies));
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until(Duration::from_secs(60), "every source retried", || {
+        let s = home.states();
+        s.len() == expected.len() && s.iter().all(|s| s["retries"].as_u64() >= Some(1))
+    });
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).unwrap().success());
+    let log = daemon.log();
+    assert!(!log.contains("WrongPw11"), "{log}");
+    for (name, _, cause) in &expected {
+        let state = home.state(name);
+        let reason = state["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(cause.as_str()), "{name}: {state}");
+        assert_eq!(state["reconnects"].as_u64(), Some(0), "{name}: {state}");
+    }
+    assert_eq!(expected.len(), 5);
+    let _ = camera.kill();
+    let _ = camera.wait();
+}

@@ -17,12 +17,13 @@
 //! Files: [`image`] (the picture type every later stage reads), [`sampling`] (which decoded
 //! frames are kept), [`uri`] (where a source is, and the one masking rule for showing it),
 //! [`source`] (a configured source and the [`FrameSource`] seam), [`pipeline`] (the
-//! GStreamer pipeline itself).
+//! GStreamer pipeline itself), [`reach`] (why a camera or server could not be reached).
 
 pub mod error;
 pub mod files;
 pub mod image;
 pub mod pipeline;
+pub mod reach;
 pub mod sampling;
 pub mod source;
 pub mod uri;

@@ -132,6 +132,8 @@ pub struct GstSource {
     finished: bool,
     /// A camera or a server, not a local file: who to blame for a stall.
     camera_or_server: bool,
+    /// Where it is on the network, to find out why it could not be reached.
+    host_port: Option<(String, u16)>,
     /// The duration as the pipeline said it when the stream finished.
     known_duration: Option<f64>,
     warnings: Vec<String>,
@@ -395,6 +397,7 @@ impl GstSource {
             frames_out: 0,
             finished: false,
             camera_or_server: !location.is_file_path() && location.scheme() != "file",
+            host_port: location.host_port(),
             known_duration: None,
             decoded_at,
             alive_at: Arc::new(AtomicU64::new(monotonic_ms())),
@@ -426,6 +429,34 @@ impl GstSource {
             debug,
             live: self.live,
         }
+    }
+
+    /// What a camera's or server's failure means, where GStreamer's words do not say:
+    /// refused credentials, a missing path, or why the host could not be reached.
+    fn named_cause(&self, error: &gst::glib::Error) -> Option<String> {
+        if !self.camera_or_server {
+            return None;
+        }
+        if error.matches(gst::ResourceError::NotAuthorized) {
+            return Some(
+                "authentication failed: the camera or server refused the user name and password"
+                    .to_string(),
+            );
+        }
+        if error.matches(gst::ResourceError::NotFound) {
+            return Some("the camera or server has no such path".to_string());
+        }
+        let opening = [
+            gst::ResourceError::OpenRead,
+            gst::ResourceError::OpenReadWrite,
+            gst::ResourceError::Read,
+            gst::ResourceError::Failed,
+        ];
+        if self.frames_out == 0 && opening.iter().any(|&kind| error.matches(kind)) {
+            let (host, port) = self.host_port.as_ref()?;
+            return crate::ingest::reach::why_unreachable(host, *port);
+        }
+        None
     }
 
     /// GStreamer's messages may quote the location, credentials included.
@@ -463,6 +494,10 @@ impl GstSource {
                     let message = match element {
                         Some(el) => format!("{error} (from element {el})"),
                         None => error.to_string(),
+                    };
+                    let message = match self.named_cause(&e.error()) {
+                        Some(cause) => format!("{cause}: {message}"),
+                        None => message,
                     };
                     // GStreamer's debug strings end with a human reason after a
                     // file:line and an element path; keep only such a reason.

@@ -82,6 +82,32 @@ impl Location {
             .unwrap_or_default()
     }
 
+    /// Host and port of a network URI (the scheme's usual port when none is written).
+    pub fn host_port(&self) -> Option<(String, u16)> {
+        let scheme = self.scheme();
+        let default = match scheme.as_str() {
+            "rtsp" | "rtspt" | "rtspu" => 554,
+            "rtsps" => 322,
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let (_, rest) = self.secret.split_once("://")?;
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if let Some(bracketed) = host_port.strip_prefix('[') {
+            // [IPv6]:port
+            let (host, after) = bracketed.split_once(']')?;
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return Some((host.to_string(), port.unwrap_or(default)));
+        }
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+            None => Some((host_port.to_string(), default)),
+        }
+        .filter(|(host, _)| !host.is_empty())
+    }
+
     pub fn is_file_path(&self) -> bool {
         !has_scheme(&self.secret)
     }
@@ -303,6 +329,22 @@ mod tests {
             assert_eq!(mask_uri(uri), shown, "{uri}");
         }
         assert_eq!(cases.len(), 8);
+        let hosts = [
+            ("rtsp://u:p@cam.local/s?x=1", Some(("cam.local", 554))),
+            ("rtsp://10.0.0.5:8554/s", Some(("10.0.0.5", 8554))),
+            ("http://[::1]:8080/v.mjpg", Some(("::1", 8080))),
+            ("https://nas/a.mp4", Some(("nas", 443))),
+            ("v4l2:///dev/video0", None),
+            ("/srv/a.mp4", None),
+        ];
+        for (uri, expected) in hosts {
+            let got = Location::new(uri).host_port();
+            assert_eq!(
+                got.as_ref().map(|(h, p)| (h.as_str(), *p)),
+                expected,
+                "{uri}"
+            );
+        }
         let secrets = Location::new(
             "https://u:pw1@s3/x.mp4?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=deadbeef",
         )

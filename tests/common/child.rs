@@ -114,6 +114,11 @@ pub fn rtsp_server_exe() -> PathBuf {
 }
 
 pub fn rtsp_server(port: u16) -> Child {
+    rtsp_server_with(port, &[])
+}
+
+/// [`rtsp_server`] with more arguments (`--credentials USER:PASS`).
+pub fn rtsp_server_with(port: u16, extra: &[&str]) -> Child {
     let exe = rtsp_server_exe();
     let mut child = std::process::Command::new(exe)
         .args([
@@ -122,6 +127,7 @@ pub fn rtsp_server(port: u16) -> Child {
             "--clip",
             clips().join("three_scenes_10s.mp4").to_str().unwrap(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

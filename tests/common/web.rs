@@ -25,6 +25,9 @@ pub struct Site {
     /// `/mjpeg`: these JPEG frames, in a loop, at `mjpeg_fps`, for as long as the client reads.
     pub mjpeg: Vec<Vec<u8>>,
     pub mjpeg_fps: u32,
+    /// Paths under `/private/` answer 401 whatever credentials come: a camera that
+    /// refuses the configured password.
+    pub private_refuses_everyone: bool,
 }
 
 struct Shared {
@@ -143,6 +146,12 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         Some(r) => format!("GET {path} Range: {r}"),
         None => format!("GET {path}"),
     });
+    if shared.site.private_refuses_everyone && path.starts_with("/private/") {
+        let _ = stream.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"camera\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
     if path.split('?').next() == Some("/mjpeg") && !shared.site.mjpeg.is_empty() {
         serve_mjpeg(stream, shared);
         return;
