@@ -226,3 +226,84 @@ fn a_stream_sampled_less_often_than_the_stall_timeout_is_not_stalled() {
     assert_eq!(times, [0.0, 4.0, 8.0]);
     assert_eq!(src.dropped(), 0);
 }
+
+/// A bounded corpus of damaged videos (issue 20): truncated at random places, with random
+/// bytes flipped, with an MP4's index or media atom zeroed. Each must end in frames or a
+/// named error within the stall timeout; none may hang or panic. A fixed seed makes the
+/// corpus the same on every run.
+#[test]
+fn damaged_videos_end_in_frames_or_a_named_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // SplitMix64: the same corpus everywhere, without a dependency.
+    let mut state = 0x5eed_c11b_7a90_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut corpus = Vec::new();
+    for clip in ["three_scenes_10s.mp4", "h264.mkv", "vp8.webm"] {
+        let data = std::fs::read(clips().join(clip)).unwrap();
+        for i in 0..4 {
+            let cut = (next() as usize) % data.len();
+            corpus.push((format!("{i}-cut-{clip}"), data[..cut].to_vec()));
+            let mut flipped = data.clone();
+            for _ in 0..16 {
+                let at = (next() as usize) % flipped.len();
+                flipped[at] ^= 1 << (next() % 8);
+            }
+            corpus.push((format!("{i}-flipped-{clip}"), flipped));
+        }
+        for atom in [b"moov", b"mdat"] {
+            if let Some(at) = data.windows(4).position(|w| w == atom) {
+                let mut zeroed = data.clone();
+                let end = (at + 4 + 256).min(zeroed.len());
+                zeroed[at..end].fill(0);
+                corpus.push((
+                    format!("zeroed-{}-{clip}", String::from_utf8_lossy(atom)),
+                    zeroed,
+                ));
+            }
+        }
+    }
+    // 3 clips × 4 × (cut, flipped), and the MP4's two atoms.
+    assert_eq!(corpus.len(), 26);
+    let stall = std::time::Duration::from_secs(3);
+    let (mut with_frames, mut refused) = (0, 0);
+    for (name, bytes) in &corpus {
+        let ext = name.rsplit('.').next().unwrap();
+        let path = dir.path().join(format!("{name}.{ext}"));
+        std::fs::write(&path, bytes).unwrap();
+        let (done, result) = std::sync::mpsc::channel();
+        let file = path.clone();
+        std::thread::spawn(move || {
+            let decoded = (|| {
+                let options = OpenOptions {
+                    stall_timeout: stall,
+                    ..OpenOptions::file(Sampling::Fps(2.0))
+                };
+                let location = Location::new(file.to_str().unwrap());
+                let mut src = GstSource::open_with("damaged", &location, options)?;
+                let mut frames = 0;
+                while src.next_frame()?.is_some() {
+                    frames += 1;
+                }
+                Ok::<usize, IngestError>(frames)
+            })();
+            let _ = done.send(decoded);
+        });
+        match result.recv_timeout(stall * 4) {
+            Ok(Ok(_frames)) => with_frames += 1,
+            Ok(Err(e)) => {
+                let shown = e.to_string();
+                assert!(shown.contains(&format!("{name}.{ext}")), "{shown}");
+                refused += 1;
+            }
+            Err(_) => panic!("{name}: no frames, error or end within {:?}", stall * 4),
+        }
+    }
+    assert_eq!(with_frames + refused, corpus.len());
+    eprintln!("{with_frames} damaged files gave frames, {refused} a named error");
+}

@@ -19,5 +19,6 @@ mod ingest;
 mod keyframes;
 mod layouts;
 mod model_check;
+mod parsers;
 mod store;
 mod supervise;

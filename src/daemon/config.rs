@@ -51,6 +51,44 @@ impl ConfigError {
     }
 }
 
+/// A TOML syntax error as shown: its snippet quotes the offending line, which may be a
+/// camera's URI with a password in it, and mistyped beyond what URI masking recognises (the
+/// very typo may be what broke it). In the snippet, a string holding `:`, `@` or `?` is
+/// shown as `"***"`, from its quote to the closing one or to the end of the line; a
+/// password-bearing URI has several of these, so one typo cannot hide them all.
+fn without_credentials(message: &str) -> String {
+    let lines: Vec<String> = message
+        .lines()
+        .map(|line| {
+            let is_snippet = line.split_once(" | ").is_some_and(|(n, _)| {
+                !n.trim().is_empty() && n.trim().chars().all(|c| c.is_ascii_digit())
+            });
+            if !is_snippet {
+                return line.to_string();
+            }
+            let (number, content) = line.split_once(" | ").unwrap_or((line, ""));
+            let mut out = format!("{number} | ");
+            let mut rest = content;
+            while let Some(open) = rest.find('"') {
+                out.push_str(&rest[..=open]);
+                let after = &rest[open + 1..];
+                let close = after.find('"').unwrap_or(after.len());
+                let value = &after[..close];
+                if value.contains([':', '@', '?']) {
+                    out.push_str("***");
+                } else {
+                    out.push_str(value);
+                }
+                out.push_str(&after[close..(close + 1).min(after.len())]);
+                rest = &after[(close + 1).min(after.len())..];
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect();
+    crate::ingest::uri::mask_uris_in(&lines.join("\n"))
+}
+
 /// Exactly what the TOML may contain: each table is its stage's own section type.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,7 +141,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: without_credentials(e.to_string().trim_end()),
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let context = Context { base: &base };
@@ -114,7 +152,8 @@ impl Config {
                 .map(|s| format!(" (line {})", line_of(text, s.start)))
                 .unwrap_or_default(),
             key: e.key,
-            reason: e.reason,
+            // A reason may quote a value, and a mistyped camera URI still holds a password.
+            reason: crate::ingest::uri::mask_uris_in(&e.reason),
         };
         Ok(Config {
             path: path.to_path_buf(),

@@ -263,6 +263,45 @@ fn mask_query(uri: &str) -> String {
     out
 }
 
+/// `text` with every URI in it masked ([`mask_uri`]): for messages that quote what a user
+/// wrote, such as a config line around a syntax error. Words are split at whitespace and
+/// quotes; a word that is not a whole URI (its `://` mistyped) still has a
+/// `user:password@` and secret query values masked, since a quoted line is shown whatever
+/// is wrong with it.
+pub fn mask_uris_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_whitespace() || "\"'`".contains(c) {
+            out.push_str(&mask_word(&word));
+            word.clear();
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    out.push_str(&mask_word(&word));
+    out
+}
+
+fn mask_word(word: &str) -> String {
+    let mut word = if word.contains("://") {
+        mask_uri(word)
+    } else {
+        word.to_string()
+    };
+    if let Some(at) = word.rfind('@') {
+        if let Some(colon) = word[..at].rfind(':') {
+            word.replace_range(colon + 1..at, "***");
+        }
+    }
+    if let Some(q) = word.find('?') {
+        let masked = mask_query(&format!("x://h/{}", &word[q..]));
+        word = format!("{}{}", &word[..q], &masked["x://h/".len()..]);
+    }
+    word
+}
+
 /// Turn what a user wrote (path or URI) into a URI GStreamer understands.
 pub fn to_uri(location: &str) -> Result<String, String> {
     if has_scheme(location) {
@@ -327,6 +366,22 @@ mod tests {
         ];
         for (uri, shown) in cases {
             assert_eq!(mask_uri(uri), shown, "{uri}");
+            // Quoted in a message, a file path with `?password=` is masked too: harmless.
+            let quoted = format!("19 | uri = \"{uri}\"$ live = true");
+            if has_scheme(uri) {
+                assert_eq!(
+                    mask_uris_in(&quoted),
+                    format!("19 | uri = \"{shown}\"$ live = true")
+                );
+            }
+        }
+        // A URI whose `://` was mistyped is still masked where it is quoted.
+        for (typo, shown) in [
+            ("rtsp:/viewer:pw12@cam/s", "rtsp:/viewer:***@cam/s"),
+            ("rtsp//cam/s?password=pw12", "rtsp//cam/s?password=***"),
+            ("rtsp:///viewer:pw12@cam/s", "rtsp:///viewer:***@cam/s"),
+        ] {
+            assert_eq!(mask_uris_in(typo), shown);
         }
         assert_eq!(cases.len(), 8);
         let hosts = [
