@@ -2,7 +2,7 @@
 //! the real binary: real files with real container dates, a real RTSP camera on loopback,
 //! the daemon killed for real, real pipes closed under it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -12,24 +12,6 @@ use crate::common::*;
 
 /// 2026-12-01T08:00:00Z: the container date written into the test recordings.
 const DEC_1_0800Z: u64 = 1_796_112_000;
-/// Seconds from 1904-01-01 (MP4's epoch) to 1970-01-01.
-const MP4_EPOCH_OFFSET: u64 = 2_082_844_800;
-
-/// A copy of `clip` (an MP4 written by GStreamer's qtmux) whose movie header says it was
-/// recorded at `unix` seconds, or carries no date at all (`None`, a zero creation time).
-fn recording(clip: &str, to: &Path, unix: Option<u64>) -> PathBuf {
-    let mut data = std::fs::read(clips().join(clip)).unwrap();
-    let at = data
-        .windows(4)
-        .position(|w| w == b"mvhd")
-        .expect("an MP4 has a movie header");
-    assert_eq!(data[at + 4], 0, "qtmux writes version-0 movie headers");
-    let value = unix.map_or(0, |t| t + MP4_EPOCH_OFFSET) as u32;
-    // mvhd: size and type (8 bytes before `at + 4`), version + flags (4), creation time (4).
-    data[at + 8..at + 12].copy_from_slice(&value.to_be_bytes());
-    std::fs::write(to, data).unwrap();
-    to.to_path_buf()
-}
 
 /// (1) A camera's windows carry the wall-clock time they were captured at, shown as a date
 /// and time; a position in a file means nothing for a camera.
@@ -92,11 +74,15 @@ fn camera_windows_show_when_they_were_captured_not_hours_since_1970() {
 fn files_sit_at_their_recording_time_and_a_reused_name_is_another_source() {
     let home = Home::new("dog\ncar\ncolour bars\n");
     let a = recording(
-        "three_scenes_10s.mp4",
+        &clips().join("three_scenes_10s.mp4"),
         &home.path("a.mp4"),
         Some(DEC_1_0800Z),
     );
-    let b = recording("scenes_720p_h264.mp4", &home.path("b.mp4"), None);
+    let b = recording(
+        &clips().join("scenes_720p_h264.mp4"),
+        &home.path("b.mp4"),
+        None,
+    );
     // b has no date inside: its modification time (when the recorder closed it) says it
     // ended at 2026-12-02T10:01:00Z, so it started one minute earlier.
     let closed = UNIX_EPOCH + Duration::from_secs(DEC_1_0800Z + 86_400 + 7_260);

@@ -345,3 +345,35 @@ fn the_config_overrides_what_the_stream_says() {
         assert_eq!(r["kind"], "live", "{r}");
     }
 }
+
+/// A recording on a web server without a date inside is placed by its `Last-Modified`,
+/// as a local file is by its mtime: it ended then, so it started one duration earlier.
+#[test]
+fn a_recording_without_a_date_is_placed_by_last_modified() {
+    let home = Box::new();
+    let undated = recording(
+        &home.web().join("rec.mp4"),
+        &home.web().join("undated.mp4"),
+        None,
+    );
+    // 2026-12-02T10:01:00Z, as a recorder closing the file would leave it.
+    let closed = 1_796_200_860u64;
+    std::fs::File::options()
+        .write(true)
+        .open(&undated)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(closed))
+        .unwrap();
+    let server = WebServer::start(Site {
+        root: home.web(),
+        ..Site::default()
+    });
+    let config = home.source_config("nas", &server.url("undated.mp4"), "");
+    let o = home.run_config(&config);
+    let log = text(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("from=\"mtime\""), "{log}");
+    let rows = home.windows("nas");
+    assert_recording_windows(&rows, WINDOWS);
+    assert_eq!(f(&rows[0], "start_unix"), (closed - RECORDING_S) as f64);
+}

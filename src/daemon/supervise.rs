@@ -461,13 +461,18 @@ impl SourceRunner {
             .recorded_at
             .map(|t| (t, RecordedFrom::Config))
             .or_else(|| frames.recorded_at().map(|t| (t, RecordedFrom::Container)))
-            .or_else(from_file);
+            .or_else(from_file)
+            .or_else(|| {
+                // A recording on a web server: its Last-Modified is its mtime.
+                let end = frames.modified_at()?;
+                Some((end - frames.duration().unwrap_or(0.0), RecordedFrom::Mtime))
+            });
         match recorded {
             Some((t, from)) => {
                 tracing::info!(source = %self.source.name, recorded_at = %crate::times::Zone::local().rfc3339(t), from = from.as_str(), "recording start")
             }
             None => {
-                tracing::warn!(source = %self.source.name, "the recording's start is unknown (no date in the file, no modification time): its windows are placed at the time they are tagged; set recorded_at for the source")
+                tracing::warn!(source = %self.source.name, "the recording's start is unknown (no date in the file, no modification time, no Last-Modified): its windows are placed at the time they are tagged; set recorded_at for the source")
             }
         }
         recorded

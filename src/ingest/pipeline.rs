@@ -132,6 +132,8 @@ pub struct GstSource {
     finished: bool,
     /// A camera or a server, not a local file: who to blame for a stall.
     camera_or_server: bool,
+    /// The HTTP server's `Last-Modified` for what it serves, once its headers are in.
+    last_modified: Arc<Mutex<Option<f64>>>,
     /// Where it is on the network, to find out why it could not be reached.
     host_port: Option<(String, u16)>,
     /// The duration as the pipeline said it when the stream finished.
@@ -250,9 +252,11 @@ impl GstSource {
         // Progress is a decoded frame, or bytes still arriving: a recording on a slow web
         // server whose index sits at its end decodes nothing until it is all downloaded.
         let decoded_at = Arc::new(AtomicU64::new(monotonic_ms()));
+        let last_modified: Arc<Mutex<Option<f64>>> = Arc::default();
         {
             let rtsp_tcp = options.rtsp_tcp;
             let progress = decoded_at.clone();
+            let last_modified = last_modified.clone();
             decode.connect("source-setup", false, move |values| {
                 let source = values.get(1).and_then(|v| v.get::<gst::Element>().ok())?;
                 // rtspsrc tries UDP first and falls back to TCP only after a timeout;
@@ -271,6 +275,17 @@ impl GstSource {
                             gst::PadProbeReturn::Ok
                         },
                     );
+                    // souphttpsrc hands the response's headers downstream in an event:
+                    // Last-Modified is an HTTP recording's mtime.
+                    let last_modified = last_modified.clone();
+                    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                        if let Some(t) = info.event().and_then(http_last_modified) {
+                            if let Ok(mut slot) = last_modified.lock() {
+                                *slot = Some(t);
+                            }
+                        }
+                        gst::PadProbeReturn::Ok
+                    });
                 }
                 None
             });
@@ -397,6 +412,7 @@ impl GstSource {
             frames_out: 0,
             finished: false,
             camera_or_server: !location.is_file_path() && location.scheme() != "file",
+            last_modified,
             host_port: location.host_port(),
             known_duration: None,
             decoded_at,
@@ -592,6 +608,18 @@ impl GstSource {
     }
 }
 
+/// `Last-Modified` (unix seconds) from souphttpsrc's `http-headers` event, if this is it.
+fn http_last_modified(event: &gst::Event) -> Option<f64> {
+    let s = event.structure().filter(|s| s.name() == "http-headers")?;
+    let headers = s.get::<gst::Structure>("response-headers").ok()?;
+    let value = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("last-modified"))
+        .and_then(|(_, v)| v.get::<String>().ok())?;
+    let when = jiff::fmt::rfc2822::parse(&value).ok()?;
+    Some(when.timestamp().as_second() as f64)
+}
+
 /// A container's date as unix seconds; `None` for a date without a time of day, or a
 /// zero date (an MP4 whose `creation_time` was never set reads as 1904-01-01).
 fn unix_of(date: &gst::DateTime) -> Option<f64> {
@@ -711,6 +739,10 @@ impl FrameSource for GstSource {
 
     fn recorded_at(&self) -> Option<f64> {
         self.recorded_at
+    }
+
+    fn modified_at(&self) -> Option<f64> {
+        self.last_modified.lock().ok().and_then(|t| *t)
     }
 
     fn stream_is_live(&self) -> Option<bool> {

@@ -36,6 +36,12 @@ pub trait FrameSource {
     fn stream_is_live(&self) -> Option<bool> {
         None
     }
+    /// When the file was last modified as its server says (HTTP `Last-Modified`, unix
+    /// seconds): a recording's end, as a local file's mtime is. Local files are asked
+    /// directly.
+    fn modified_at(&self) -> Option<f64> {
+        None
+    }
     /// Switch how frames not taken in time are treated: dropped and counted (live), or held
     /// until taken (finite).
     fn set_live(&mut self, _live: bool) {}

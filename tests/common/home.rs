@@ -146,3 +146,22 @@ pub fn unix_now() -> f64 {
         .unwrap()
         .as_secs_f64()
 }
+
+/// Seconds from 1904-01-01 (MP4's epoch) to 1970-01-01.
+pub const MP4_EPOCH_OFFSET: u64 = 2_082_844_800;
+
+/// A copy of `clip` (an MP4 written by GStreamer's qtmux/mp4mux) whose movie header says it
+/// was recorded at `unix` seconds, or carries no date at all (`None`, a zero creation time).
+pub fn recording(clip: &Path, to: &Path, unix: Option<u64>) -> PathBuf {
+    let mut data = std::fs::read(clip).unwrap();
+    let at = data
+        .windows(4)
+        .position(|w| w == b"mvhd")
+        .expect("an MP4 has a movie header");
+    assert_eq!(data[at + 4], 0, "qtmux writes version-0 movie headers");
+    let value = unix.map_or(0, |t| t + MP4_EPOCH_OFFSET) as u32;
+    // mvhd: size and type (8 bytes before `at + 4`), version + flags (4), creation time (4).
+    data[at + 8..at + 12].copy_from_slice(&value.to_be_bytes());
+    std::fs::write(to, data).unwrap();
+    to.to_path_buf()
+}

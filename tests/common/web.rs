@@ -187,8 +187,16 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
     } else {
         "200 OK".to_string()
     };
+    // The file's mtime as the HTTP-date every web server sends.
+    let modified = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map(|t| t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .map(|d| format!("Last-Modified: {d}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n{modified}Connection: close\r\n\r\n",
         total - start
     );
     if stream.write_all(head.as_bytes()).is_err() {
