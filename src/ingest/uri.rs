@@ -291,8 +291,14 @@ fn mask_word(word: &str) -> String {
         word.to_string()
     };
     if let Some(at) = word.rfind('@') {
-        if let Some(colon) = word[..at].rfind(':') {
-            word.replace_range(colon + 1..at, "***");
+        // `user:password@`, or a bare `token@` (a quote typed over the `:` leaves this).
+        let after_scheme = word[..at].find("://").map_or(0, |i| i + 3);
+        let from = word[..at]
+            .rfind(':')
+            .map_or(0, |colon| colon + 1)
+            .max(after_scheme);
+        if !word[from..at].is_empty() && &word[from..at] != "***" {
+            word.replace_range(from..at, "***");
         }
     }
     if let Some(q) = word.find('?') {
@@ -380,6 +386,8 @@ mod tests {
             ("rtsp:/viewer:pw12@cam/s", "rtsp:/viewer:***@cam/s"),
             ("rtsp//cam/s?password=pw12", "rtsp//cam/s?password=***"),
             ("rtsp:///viewer:pw12@cam/s", "rtsp:///viewer:***@cam/s"),
+            ("pw12@cam/s?token=t0k", "***@cam/s?token=***"),
+            ("rtsp://t0k3n@cam/s", "rtsp://***@cam/s"),
         ] {
             assert_eq!(mask_uris_in(typo), shown);
         }
