@@ -110,8 +110,8 @@ fn link_decoded_video(
 pub struct GstSource {
     name: String,
     uri: String,
-    live: bool,
-    /// The appsink's drop policy, shared with its callback.
+    /// Live (drop frames not taken in time) or finite (hold them): the appsink's drop
+    /// policy, shared with its callback, switchable once the stream says which it is.
     live_flag: Arc<AtomicBool>,
     pipeline: gst::Pipeline,
     appsink: gst_app::AppSink,
@@ -397,7 +397,6 @@ impl GstSource {
         let mut source = GstSource {
             name: name.to_string(),
             uri: location.shown().to_string(),
-            live: options.live,
             live_flag,
             pipeline,
             appsink,
@@ -443,7 +442,7 @@ impl GstSource {
             uri: self.uri.clone(),
             message,
             debug,
-            live: self.live,
+            live: self.live_flag.load(Ordering::Relaxed),
         }
     }
 
@@ -756,7 +755,6 @@ impl FrameSource for GstSource {
     }
 
     fn set_live(&mut self, live: bool) {
-        self.live = live;
         self.live_flag.store(live, Ordering::Relaxed);
     }
 
