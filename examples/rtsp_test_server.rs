@@ -1,6 +1,7 @@
 //! Test helper: serves an MP4 (H.264) clip over RTSP on loopback, standing in for a camera.
 //!
 //!   rtsp_test_server --port PORT --clip PATH [--mount /test] [--credentials USER:PASS]
+//!                    [--audio-only]
 //!
 //! Binds 127.0.0.1 only. `--port 0` picks a free port. Once listening it prints exactly one
 //! line, `READY rtsp://127.0.0.1:PORT/MOUNT`, to stdout, so a test can wait for it and read
@@ -47,6 +48,10 @@ struct Args {
     /// does: anyone else gets 401.
     #[arg(long)]
     credentials: Option<String>,
+    /// Serve a live test tone (PCMA) and no video, as an intercom or a camera's
+    /// audio-only profile does; `--clip` is still checked but not played.
+    #[arg(long)]
+    audio_only: bool,
 }
 
 /// Restarts the clip whenever `demux` reaches its end, invisibly to everything downstream of
@@ -134,16 +139,23 @@ fn main() -> anyhow::Result<()> {
 
     let factory = RTSPMediaFactory::new();
     // The location is set per media below rather than spliced in here: no launch-line quoting.
-    factory.set_launch(
-        "( filesrc name=src ! qtdemux name=demux ! h264parse name=parse config-interval=-1 \
-         ! rtph264pay name=pay0 pt=96 )",
-    );
+    if args.audio_only {
+        factory.set_launch(
+            "( audiotestsrc is-live=true ! audioconvert ! audioresample ! alawenc \
+             ! rtppcmapay name=pay0 pt=8 )",
+        );
+    } else {
+        factory.set_launch(
+            "( filesrc name=src ! qtdemux name=demux ! h264parse name=parse config-interval=-1 \
+             ! rtph264pay name=pay0 pt=96 )",
+        );
+        factory.connect_media_configure(move |_, media| {
+            let bin = media.element().downcast::<gst::Bin>().unwrap();
+            bin.by_name("src").unwrap().set_property("location", &clip);
+            bin.by_name("demux").unwrap().connect_pad_added(loop_at_eos);
+        });
+    }
     factory.set_shared(false);
-    factory.connect_media_configure(move |_, media| {
-        let bin = media.element().downcast::<gst::Bin>().unwrap();
-        bin.by_name("src").unwrap().set_property("location", &clip);
-        bin.by_name("demux").unwrap().connect_pad_added(loop_at_eos);
-    });
 
     let server = RTSPServer::new();
     if let Some(credentials) = &args.credentials {

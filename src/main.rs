@@ -23,7 +23,7 @@ use cliptag::query::{
     occurrences, write_occurrences, write_rows, write_source_states, Format, QueryFilters,
     OCCURRENCE_GAP,
 };
-use cliptag::store::Store;
+use cliptag::store::{space, Store};
 use cliptag::times::Zone;
 use cliptag::Disposition;
 
@@ -461,6 +461,24 @@ fn status(db: DbArgs, format: Format) -> Result<ExitCode> {
     let states = store.source_states()?;
     let mut out = std::io::stdout().lock();
     write_source_states(&mut out, &states, format, SystemClock.now(), &Zone::local())?;
+    if format == Format::Table {
+        // On a full disk the daemon cannot refresh the states above; this says why.
+        if let Some(free) = space::free_bytes(&path) {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            writeln!(
+                out,
+                "database {}: {}, {} free on its disk{}",
+                path.display(),
+                space::human_bytes(size),
+                space::human_bytes(free),
+                if free < space::NEARLY_FULL_BYTES {
+                    " — the disk is full: a running daemon has paused tagging until there is room"
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -395,6 +395,98 @@ fn sigkill_at_random_moments_never_loses_committed_segments() {
     eprintln!("{committed} segments committed across 20 kills");
 }
 
+/// Power loss, as a copy: the database and its WAL copied while the daemon writes, main
+/// file first and WAL second — the order a crash leaves them in, since SQLite writes a
+/// page into the main file only after its WAL frame is synced. Each copy opens with
+/// integrity ok and holds every window committed before the copy began; a commit cut in
+/// half by the copy is simply absent (the WAL's checksums end replay at the first torn
+/// frame), never half there. The test holds a read snapshot during each copy: unlike a
+/// disk at a power cut, a copy made over milliseconds could otherwise catch a WAL reset
+/// between the two files.
+#[test]
+fn a_copy_torn_mid_write_opens_whole_and_loses_only_the_last_batch() {
+    let setup = Setup::new("dog\ncar\nsunset\n");
+    let config = setup.config(&[file_source("scenes", "scenes_720p_h264.mp4", "")], "");
+    let mut daemon = Daemon::start(&config, &[]);
+    let wal = PathBuf::from(format!("{}-wal", setup.db().display()));
+    wait_until(Duration::from_secs(60), "the first windows", || {
+        wal.exists()
+            && Store::open_existing(&setup.db()).is_ok_and(|s| s.segment_count().unwrap_or(0) > 0)
+    });
+    let mut copies = 0;
+    let mut cut_copies = 0;
+    let mut torn_tails = 0;
+    while daemon.running() && copies < 12 {
+        let copy = setup.path(&format!("copy{copies}.db"));
+        let reader = rusqlite::Connection::open(setup.db()).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let committed: i64 = reader
+            .query_row("SELECT count(*) FROM segments", [], |r| r.get(0))
+            .unwrap();
+        std::fs::copy(setup.db(), &copy).unwrap();
+        let wal_bytes = std::fs::copy(&wal, format!("{}-wal", copy.display())).unwrap_or(0);
+        reader.execute_batch("COMMIT").unwrap();
+        drop(reader);
+        // A WAL is a 32-byte header and whole frames of 24 + page size bytes; anything
+        // else ends in a frame the writer was still writing.
+        if wal_bytes > 32 && (wal_bytes - 32) % (24 + 4096) != 0 {
+            torn_tails += 1;
+        }
+        // The same copy with the WAL cut inside its last frame, as a power cut in the
+        // middle of a commit leaves it: the last batch is gone, all of it, and only it.
+        // Made before the copy is opened: closing it checkpoints its WAL away.
+        let cut = (wal_bytes > 32 + 2 * (24 + 4096)).then(|| {
+            let cut = setup.path(&format!("cut{copies}.db"));
+            std::fs::copy(&copy, &cut).unwrap();
+            let mut frames = std::fs::read(format!("{}-wal", copy.display())).unwrap();
+            frames.truncate(wal_bytes as usize - 100);
+            std::fs::write(format!("{}-wal", cut.display()), frames).unwrap();
+            cut
+        });
+
+        let store = Store::open_existing(&copy).unwrap();
+        assert_eq!(store.integrity_check().unwrap(), "ok", "copy {copies}");
+        let c = rusqlite::Connection::open(&copy).unwrap();
+        let (segments, without_matches): (i64, i64) = c
+            .query_row(
+                "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS \
+                 (SELECT 1 FROM matches m WHERE m.segment_id = s.id)) FROM segments s",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(
+            segments >= committed,
+            "copy {copies}: {segments} windows, {committed} were committed before it began"
+        );
+        assert_eq!(
+            without_matches, 0,
+            "copy {copies}: a window without its matches"
+        );
+        drop((store, c));
+
+        if let Some(cut) = &cut {
+            let store = Store::open_existing(cut).unwrap();
+            assert_eq!(store.integrity_check().unwrap(), "ok", "cut copy {copies}");
+            let kept = store.segment_count().unwrap() as i64;
+            assert!(
+                kept <= segments && segments - kept <= cliptag::store::MAX_BATCH_OPS as i64,
+                "cut copy {copies}: {kept} windows of {segments}: more than one batch lost"
+            );
+            cut_copies += 1;
+        }
+        copies += 1;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(copies >= 4, "only {copies} copies before the file ended");
+    assert!(cut_copies >= 2, "only {cut_copies} copies had a WAL to cut");
+    eprintln!("{copies} copies ({torn_tails} caught a frame mid-write), {cut_copies} cut in their last frame");
+    assert!(daemon
+        .wait_exit(Duration::from_secs(120))
+        .unwrap()
+        .success());
+}
+
 #[test]
 fn no_sources_is_a_config_error_systemd_does_not_retry() {
     let setup = Setup::new("dog\n");

@@ -224,6 +224,8 @@ fn failures_name_their_cause() {
     let refused = free_port();
     let locked = free_port();
     let mut camera = rtsp_server_with(locked, &["--credentials", "admin:RightPw33"]);
+    let intercom = free_port();
+    let mut intercom_server = rtsp_server_with(intercom, &["--audio-only"]);
     let root = tempfile::tempdir().unwrap();
     let server = WebServer::start(Site {
         root: root.path().to_path_buf(),
@@ -259,6 +261,11 @@ fn failures_name_their_cause() {
             server.url("nothere.mp4"),
             "the camera or server has no such path".to_string(),
         ),
+        (
+            "intercom",
+            format!("rtsp://127.0.0.1:{intercom}/test"),
+            "has no video stream (audio or other data only)".to_string(),
+        ),
     ];
     let bodies: Vec<String> = expected
         .iter()
@@ -280,7 +287,9 @@ fn failures_name_their_cause() {
         assert!(reason.contains(cause.as_str()), "{name}: {state}");
         assert_eq!(state["reconnects"].as_u64(), Some(0), "{name}: {state}");
     }
-    assert_eq!(expected.len(), 5);
+    assert_eq!(expected.len(), 6);
     let _ = camera.kill();
     let _ = camera.wait();
+    let _ = intercom_server.kill();
+    let _ = intercom_server.wait();
 }

@@ -1109,6 +1109,7 @@ fn retention_by_age_deletes_old_segments_and_their_matches() {
         with_retention(Retention {
             max_age: Some(Duration::from_secs(600)),
             max_db_bytes: None,
+            min_free_bytes: None,
         }),
     )
     .unwrap();
@@ -1227,6 +1228,7 @@ fn retention_by_size_shrinks_the_file_and_keeps_the_newest() {
         with_retention(Retention {
             max_age: None,
             max_db_bytes: Some(limit),
+            min_free_bytes: None,
         }),
     )
     .unwrap();
@@ -1279,6 +1281,7 @@ fn size_retention_stops_when_only_labels_are_left() {
         with_retention(Retention {
             max_age: None,
             max_db_bytes: Some(1),
+            min_free_bytes: None,
         }),
     )
     .unwrap();
@@ -1321,6 +1324,7 @@ fn the_writer_applies_retention_on_its_own() {
             retention: Retention {
                 max_age: Some(Duration::from_secs(600)),
                 max_db_bytes: None,
+                min_free_bytes: None,
             },
             retention_interval: Duration::from_millis(100),
             ..WriterOptions::default()

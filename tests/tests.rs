@@ -10,6 +10,7 @@ mod common;
 mod clip_reference;
 mod daemon;
 mod device;
+mod disk_full;
 mod end_to_end;
 mod examples;
 mod faults;

@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn daemon_retention_and_source_options_parse_and_validate() {
         let text = format!(
-            "{MINIMAL}[daemon]\nshutdown_timeout = \"3s\"\nbackoff_initial = \"250ms\"\nbackoff_max = \"30s\"\nqueue = 2\n[retention]\ndays = 7\nmax_db_mb = 100\n[[source]]\nname = \"cam\"\nuri = \"rtsp://cam/1\"\ntransport = \"udp\"\n[[source]]\nname = \"demo\"\nuri = \"demo.mp4\"\nloop = true\nrealtime = true\n"
+            "{MINIMAL}[daemon]\nshutdown_timeout = \"3s\"\nbackoff_initial = \"250ms\"\nbackoff_max = \"30s\"\nqueue = 2\n[retention]\ndays = 7\nmax_db_mb = 100\nmin_free_mb = 64\n[[source]]\nname = \"cam\"\nuri = \"rtsp://cam/1\"\ntransport = \"udp\"\n[[source]]\nname = \"demo\"\nuri = \"demo.mp4\"\nloop = true\nrealtime = true\n"
         );
         let c = Config::parse(&text, Path::new("/x/c.toml")).unwrap();
         assert_eq!(c.daemon.shutdown_timeout, Duration::from_secs(3));
@@ -339,6 +339,7 @@ mod tests {
         assert_eq!(c.daemon.stall_timeout, crate::ingest::DEFAULT_STALL_TIMEOUT);
         assert_eq!(c.retention.max_age, Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(c.retention.max_db_bytes, Some(100 * 1024 * 1024));
+        assert_eq!(c.retention.min_free_bytes, Some(64 * 1024 * 1024));
         assert_eq!(c.sources[0].transport, crate::ingest::RtspTransport::Udp);
         assert!(c.sources[0].is_live() && c.sources[0].paced(true));
         assert!(c.sources[1].looped && c.sources[1].realtime && !c.sources[1].is_live());

@@ -16,7 +16,7 @@ use super::signals::ControlEvent;
 use super::states::{check_writer, StatePublisher, STATE_REFRESH};
 use super::status::SourceState;
 use super::worker::WorkerControl;
-use crate::store::StoreError;
+use crate::store::{StoreError, WriterPause};
 
 /// Why the loop ended.
 #[derive(Debug, Default)]
@@ -80,7 +80,11 @@ pub(super) fn supervise(
             }
             finished_reported.push(name);
         }
-        let status = running.board.summary().replace('\n', " ");
+        let status = status_line(
+            &running.board.summary(),
+            running.writer.paused(),
+            env.clock.now(),
+        );
         if status != last_status {
             notifier.status(&status);
             last_status = status;
@@ -102,13 +106,16 @@ pub(super) fn supervise(
             });
             let inference_alive =
                 running.inference_beat.age() < stale_after || running.inference_finished();
-            // The writer just proved it still commits (check_writer above).
-            if sources_alive && inference_alive {
+            // Its thread wakes every second, also while it holds writes on a full disk
+            // (a pause is reported in STATUS=, not by a restart that cannot help).
+            let writer_alive = running.writer.silent_for() < stale_after;
+            if sources_alive && inference_alive && writer_alive {
                 notifier.watchdog_ping();
             } else {
                 tracing::warn!(
                     sources_alive,
                     inference_alive,
+                    writer_alive,
                     "a stage is stuck: withholding the watchdog ping"
                 );
             }
@@ -118,6 +125,20 @@ pub(super) fn supervise(
         }
     }
     end
+}
+
+/// systemd's STATUS=: a pause of the writer first (it stops all tagging), then each
+/// source. One line.
+fn status_line(sources: &str, pause: Option<WriterPause>, now: f64) -> String {
+    let sources = sources.replace('\n', " ");
+    match pause {
+        Some(p) => format!(
+            "tagging paused for {}: {}; {sources}",
+            crate::times::duration(now - p.since),
+            p.reason
+        ),
+        None => sources,
+    }
 }
 
 /// SIGHUP: templates and the probe head come from the config as it is now; the labels file

@@ -27,6 +27,8 @@ pub enum RunError {
     NoSources { config: String },
     #[error("the inference thread panicked")]
     WorkerPanicked,
+    #[error("database {database}: stopped while waiting for room on its disk; nothing was tagged")]
+    StoppedWaitingForRoom { database: String },
 }
 
 impl RunError {
@@ -39,7 +41,10 @@ impl RunError {
             RunError::ModelChanged { .. }
             | RunError::NothingProcessed
             | RunError::NoSources { .. } => crate::Disposition::Stop,
-            RunError::WorkerPanicked => crate::Disposition::Retry,
+            // Still no room: a restart (if systemd makes one) waits again.
+            RunError::WorkerPanicked | RunError::StoppedWaitingForRoom { .. } => {
+                crate::Disposition::Retry
+            }
         }
     }
 }

@@ -75,7 +75,7 @@ pub fn run(config: &Config, options: &RunOptions, env: Environment) -> Result<Ru
         });
     }
     crate::ingest::init()?;
-    let prepared = startup::prepare(config, options, &env.clock)?;
+    let prepared = startup::prepare(config, options, &env)?;
     let (model_id, prompts_encoded, skipped) = (
         prepared.model_id.clone(),
         prepared.prompts_encoded,

@@ -4,18 +4,27 @@
 //! Rules: the order is chosen so that a mistake stops the run before anything slow or
 //! irreversible happens — the model generation is checked before anything is written, and
 //! the labels (and any tuned head) are checked before the first source opens.
+//!
+//! A box that starts with a full disk (the database cannot even be opened: SQLite's WAL
+//! index needs a few pages) waits here for room, telling systemd it is up and waiting,
+//! pinging the watchdog and answering SIGTERM — rather than exiting 75 into a restart
+//! loop that loads the model every ten seconds. Its reserve file, when `min_free_mb`
+//! left one, is handed back first.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::config::Config;
+use super::environment::Environment;
 use super::error::RunError;
 use super::generation::{check_model_generation, keep_fp32_generation};
 use super::labels::prepare_labels;
 use super::report::RunOptions;
+use super::signals::ControlEvent;
 use super::tagger::Tagger;
 use crate::clip::{ClipModel, PreprocessConfig, TextTower};
-use crate::clock::Clock;
 use crate::ingest::FileIdentity;
+use crate::store::space::{self, human_bytes};
 use crate::store::{ModelRecord, Store, StoreWriter, WriterOptions};
 
 /// What the inference side of a run starts with.
@@ -36,12 +45,14 @@ pub(super) struct Prepared {
 pub(super) fn prepare(
     config: &Config,
     options: &RunOptions,
-    clock: &Arc<dyn Clock>,
+    env: &Environment,
 ) -> Result<Prepared, RunError> {
+    let clock = &env.clock;
     // The text tower loads only if some label's prompts are not in the database's cache,
     // and is released once they are embedded: the daemon then holds the vision tower alone.
     let mut model = ClipModel::load_with(&config.model, TextTower::WhenNeeded)?;
-    let store = Store::open(&config.database)?;
+    // This connection stays open for the whole run, so the WAL index it made stays too.
+    let store = open_when_room(config, env)?;
     if let Some(fp32) = keep_fp32_generation(config, &model, &store, options)? {
         model = fp32;
     }
@@ -56,9 +67,16 @@ pub(super) fn prepare(
         },
     )?);
     if config.retention.limits_anything() {
-        let r = writer.enforce_retention(clock.now())?;
-        if r.segments_deleted > 0 {
-            tracing::info!(segments = r.segments_deleted, "retention at start-up");
+        match writer.enforce_retention(clock.now()) {
+            Ok(r) if r.segments_deleted > 0 => {
+                tracing::info!(segments = r.segments_deleted, "retention at start-up")
+            }
+            Ok(_) => {}
+            // The writer pauses at its first write and makes room from there.
+            Err(e) if e.is_out_of_space() => {
+                tracing::warn!("retention at start-up could not run: {e}")
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     writer.register_model(ModelRecord {
@@ -106,6 +124,64 @@ pub(super) fn prepare(
         prompts_encoded,
         skipped,
     })
+}
+
+/// How often a start on a full disk looks for room again.
+const ROOM_POLL: Duration = Duration::from_secs(5);
+
+/// Opens the database, waiting for room on its disk when there is none (see the module
+/// rules); SIGTERM/SIGINT while waiting ends the run with [`RunError::StoppedWaitingForRoom`].
+fn open_when_room(config: &Config, env: &Environment) -> Result<Store, RunError> {
+    let path = &config.database;
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        let error = match Store::open(path) {
+            Ok(store) => {
+                if let Some(since) = waiting_since {
+                    tracing::info!(
+                        waited = %humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+                        free = %human_bytes(space::free_bytes(path).unwrap_or(0)),
+                        "room on the disk: starting"
+                    );
+                }
+                return Ok(store);
+            }
+            Err(e) if e.is_out_of_space() => e,
+            Err(e) => return Err(e.into()),
+        };
+        if config.retention.min_free_bytes.is_some() && space::release_reserve(path) {
+            continue;
+        }
+        let since = *waiting_since.get_or_insert_with(|| {
+            let line = format!(
+                "tagging paused: the disk holding the database is full ({} free)",
+                human_bytes(space::free_bytes(path).unwrap_or(0))
+            );
+            tracing::warn!(error = %error, "{line}; waiting for room, looking again every {}s", ROOM_POLL.as_secs());
+            // Up, and saying why it does nothing, rather than a start that times out.
+            env.notifier.ready(&line);
+            Instant::now()
+        });
+        env.notifier.status(&format!(
+            "tagging paused for {}: the disk holding the database is full ({} free)",
+            crate::times::duration(since.elapsed().as_secs_f64()),
+            human_bytes(space::free_bytes(path).unwrap_or(0))
+        ));
+        let until = Instant::now() + ROOM_POLL;
+        while Instant::now() < until {
+            env.notifier.watchdog_ping();
+            let step = env
+                .notifier
+                .watchdog()
+                .map_or(ROOM_POLL, |w| w / 4)
+                .min(until.saturating_duration_since(Instant::now()));
+            if let Ok(ControlEvent::Shutdown) = env.events.recv_timeout(step) {
+                return Err(RunError::StoppedWaitingForRoom {
+                    database: path.display().to_string(),
+                });
+            }
+        }
+    }
 }
 
 /// File sources the database has as tagged to their end, unchanged since, with the same

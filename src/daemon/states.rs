@@ -32,6 +32,11 @@ impl StatePublisher {
         now: f64,
         force: bool,
     ) {
+        // A writer paused on a full disk could not store them; the states published
+        // once it resumes carry the counters of the whole pause.
+        if writer.paused().is_some() {
+            return;
+        }
         let full = force || self.last_full.is_none_or(|t| t.elapsed() >= STATE_REFRESH);
         if full {
             self.last_full = Some(Instant::now());
@@ -47,12 +52,16 @@ impl StatePublisher {
     }
 }
 
-/// Commit what is queued and report write errors now rather than at exit. An error comes
-/// back only when the writer cannot go on (its thread is gone, the disk is unwritable);
-/// a rejected record is logged and skipped.
+/// How long the daemon loop waits for the writer to confirm its commits: longer than a
+/// batch takes to gather and commit, short enough to stay a loop that answers signals.
+const CHECK_WAIT: Duration = Duration::from_millis(500);
+
+/// Report write errors now rather than at exit, without waiting on a writer that is
+/// paused or busy. An error comes back only when the writer cannot go on (its thread is
+/// gone, the disk is unwritable); a rejected record is logged and skipped.
 pub(super) fn check_writer(writer: &StoreWriter) -> Result<(), StoreError> {
-    match writer.flush() {
-        Ok(()) => Ok(()),
+    match writer.check(CHECK_WAIT) {
+        Ok(_) => Ok(()),
         Err(e) if e.disposition() == crate::Disposition::Skip => {
             tracing::error!("a database write was rejected: {e}");
             Ok(())
@@ -74,7 +83,11 @@ fn publish_state(s: &SourceStatus, writer: &StoreWriter, now: f64) {
         retries: s.retries,
         updated_at: now,
     };
-    if let Err(e) = writer.put_source_state(record) {
-        tracing::warn!(source = %s.name, "cannot record the source state: {e}");
+    match writer.put_source_state(record) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(source = %s.name, "source state not queued: the writer is behind")
+        }
+        Err(e) => tracing::warn!(source = %s.name, "cannot record the source state: {e}"),
     }
 }

@@ -63,6 +63,13 @@ impl InferenceWorker {
                 outcome.abandoned += jobs.try_iter().count() as u64;
                 break;
             }
+            // A writer paused on a full disk could not store what CLIP would make now:
+            // take no window (files wait at the queue, live sources drop and count) and
+            // no reload, until it commits again.
+            if self.writer.paused().is_some() {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
             let control_rx = control.as_ref().unwrap_or(&never);
             select! {
                 recv(control_rx) -> msg => match msg {

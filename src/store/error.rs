@@ -114,6 +114,26 @@ impl StoreError {
         }
     }
 
+    /// The disk holding the database has no room left: SQLite says "full", or an I/O
+    /// error came while (almost) nothing is free — growing the `-shm` file on a full
+    /// disk fails as an I/O error, not as "full". The writer pauses on this rather than
+    /// stopping, since room comes back (retention, or the user) without a restart.
+    pub fn is_out_of_space(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        let (path, source) = match self {
+            StoreError::Open { path, source }
+            | StoreError::Migration { path, source, .. }
+            | StoreError::Sqlite { path, source, .. } => (path, source),
+            _ => return false,
+        };
+        match source.sqlite_error_code() {
+            Some(C::DiskFull) => true,
+            Some(C::SystemIoFailure) => super::space::free_bytes(path)
+                .is_some_and(|free| free < super::space::NEARLY_FULL_BYTES),
+            _ => false,
+        }
+    }
+
     /// Another connection holds the lock: worth retrying at once, unlike a full disk.
     pub(crate) fn is_busy(&self) -> bool {
         use rusqlite::ErrorCode as C;

@@ -28,6 +28,10 @@
 //! - **Retention runs on the writer thread** ([`Retention`], rules in
 //!   `retention.rs`): it deletes only segments, oldest first, and never
 //!   contends with the writer for the lock because it is the writer.
+//! - **A full disk pauses, it does not stop** (`space.rs`, the writer): the batch
+//!   in hand is held and retried as room comes back (from `min_free_mb` retention,
+//!   its reserve file, or the user), producers wait behind the bounded channel, and
+//!   [`StoreWriter::paused`] says so for status lines. Nothing committed is touched.
 //! - **Source states are upserted, not logged**: one row per source, the
 //!   latest word on it, so status is one small read from any process.
 
@@ -38,6 +42,7 @@ mod read;
 mod records;
 mod retention;
 mod schema;
+pub mod space;
 mod writer;
 
 pub use blob::{blob_to_f32s, f32s_to_blob};
@@ -50,4 +55,6 @@ pub use records::{
 pub use read::Store;
 pub use retention::{Retention, RetentionReport, RetentionSection};
 pub use schema::SCHEMA_VERSION;
-pub use writer::{StoreWriter, WriterOptions, WriterStats, MAX_BATCH_OPS, MAX_BATCH_WAIT};
+pub use writer::{
+    StoreWriter, WriterOptions, WriterPause, WriterStats, MAX_BATCH_OPS, MAX_BATCH_WAIT,
+};

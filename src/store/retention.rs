@@ -19,6 +19,13 @@
 //! - **Then `incremental_vacuum` and a TRUNCATE checkpoint**: deleting rows
 //!   only frees pages inside the file; these two are what hand the space back
 //!   to the filesystem.
+//! - **`min_free` watches the disk, not the file**: the oldest segments go, a
+//!   fixed chunk at a time with the space handed back after each, until the file
+//!   system has that much free, after a TRUNCATE checkpoint has handed back what
+//!   the WAL held. A chunk that frees nothing measurable ends the
+//!   run (a reader holding the WAL, another program filling the disk), so cliptag
+//!   never deletes its whole log to feed someone else's writes; the next run
+//!   tries again.
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,6 +34,7 @@ use rusqlite::{params, Connection, Params, TransactionBehavior};
 use serde::Deserialize;
 
 use super::error::StoreError;
+use super::space::human_bytes;
 use crate::settings::{Invalid, Setting};
 
 /// What retention keeps; `None` does not limit. The default keeps everything.
@@ -37,11 +45,15 @@ pub struct Retention {
     /// Delete the oldest segments until the pages in use fit in this many
     /// bytes (the WAL not counted; it is checkpointed away afterwards).
     pub max_db_bytes: Option<u64>,
+    /// Delete the oldest segments while the database's file system has less than
+    /// this many bytes free (and keep a reserve file for a disk that is already
+    /// full: see `space.rs`).
+    pub min_free_bytes: Option<u64>,
 }
 
 impl Retention {
     pub fn limits_anything(&self) -> bool {
-        self.max_age.is_some() || self.max_db_bytes.is_some()
+        self.max_age.is_some() || self.max_db_bytes.is_some() || self.min_free_bytes.is_some()
     }
 }
 
@@ -61,6 +73,7 @@ pub struct RetentionReport {
 pub struct RetentionSection {
     days: Option<Setting<f64>>,
     max_db_mb: Option<Setting<u64>>,
+    min_free_mb: Option<Setting<u64>>,
 }
 
 impl RetentionSection {
@@ -88,6 +101,16 @@ impl RetentionSection {
             }
             retention.max_db_bytes = Some(m.get() * 1024 * 1024);
         }
+        if let Some(m) = &self.min_free_mb {
+            if *m.get() == 0 || *m.get() > 1 << 40 {
+                return Err(Invalid::at(
+                    "retention.min_free_mb",
+                    m,
+                    "expected a positive size in MB",
+                ));
+            }
+            retention.min_free_bytes = Some(m.get() * 1024 * 1024);
+        }
         Ok(retention)
     }
 }
@@ -98,6 +121,9 @@ const AGE_CHUNK: u64 = 2000;
 const SIZE_CHUNK_DIVISOR: u64 = 20;
 /// ...but at least this many, so a small database converges in a few steps.
 const SIZE_CHUNK_MIN: u64 = 100;
+/// Rows per free-space step: each step hands its space back before the next is
+/// measured, and must fit in the WAL room the reserve file gives (see `space.rs`).
+const FREE_CHUNK: u64 = 200;
 
 pub(crate) fn apply(
     conn: &mut Connection,
@@ -177,17 +203,68 @@ pub(crate) fn apply(
         }
     }
 
+    let mut by_free = 0;
+    if let Some(min_free) = retention.min_free_bytes {
+        let mut free = free_bytes(path)?;
+        if free < min_free {
+            // The WAL grows between checkpoints and keeps its size after one: on a small
+            // disk it may be what is short, and handing it back deletes nothing.
+            checkpoint(conn, path)?;
+            free = free_bytes(path)?;
+        }
+        while free < min_free {
+            if segment_count(conn, path)? == 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    free = %human_bytes(free),
+                    min_free = %human_bytes(min_free),
+                    "retention: the disk has less than min_free_mb free and no segments are left to delete"
+                );
+                break;
+            }
+            by_free += delete_chunk(
+                conn,
+                path,
+                "DELETE FROM segments WHERE id IN \
+                 (SELECT id FROM segments ORDER BY processed_at, id LIMIT ?1)",
+                [FREE_CHUNK],
+            )?;
+            incremental_vacuum(conn, path)?;
+            checkpoint(conn, path)?;
+            let now_free = free_bytes(path)?;
+            if now_free <= free {
+                tracing::warn!(
+                    path = %path.display(),
+                    free = %human_bytes(now_free),
+                    "retention: deleting segments freed no disk space (a reader holds the WAL, \
+                     or another program is filling the disk); trying again later"
+                );
+                break;
+            }
+            free = now_free;
+        }
+        if by_free > 0 {
+            tracing::info!(
+                path = %path.display(),
+                segments = by_free,
+                free = %human_bytes(free),
+                min_free = %human_bytes(min_free),
+                "retention: deleted the oldest segments to keep min_free_mb free on the disk"
+            );
+        }
+    }
+
     // Also when nothing was deleted now: free pages may be left over from
     // an earlier run that failed half-way, or from before the database was
     // converted to incremental vacuum.
     if freelist_count(conn, path)? > 0 {
         incremental_vacuum(conn, path)?;
     }
-    if by_age + by_size > 0 {
+    if by_age + by_size + by_free > 0 {
         checkpoint(conn, path)?;
     }
     let report = RetentionReport {
-        segments_deleted: by_age + by_size,
+        segments_deleted: by_age + by_size + by_free,
         bytes_before,
         bytes_after: used_bytes(conn, path)?,
     };
@@ -228,6 +305,15 @@ fn used_bytes(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
     let pages = pragma_u64(conn, path, "page_count")?;
     let free = freelist_count(conn, path)?;
     Ok(pages.saturating_sub(free) * pragma_u64(conn, path, "page_size")?)
+}
+
+fn free_bytes(path: &Path) -> Result<u64, StoreError> {
+    super::space::free_bytes(path).ok_or_else(|| {
+        StoreError::bad_data(
+            path,
+            "retention: cannot read the free space of the database's disk",
+        )
+    })
 }
 
 fn segment_count(conn: &Connection, path: &Path) -> Result<u64, StoreError> {

@@ -2,9 +2,18 @@
 //! transactions (one savepoint per op), and the retention it runs between batches.
 //!
 //! What each op does in SQL is in `ops.rs`; what retention deletes is in `retention.rs`.
+//!
+//! A full disk pauses the writer instead of failing the batch: it keeps the batch, makes
+//! what room it may (the reserve file, `min_free` retention), retries with a growing
+//! wait, and commits it when room is back. Meanwhile [`StoreWriter::paused`] says why
+//! and since when, producers block behind the channel, and [`StoreWriter::check`] and
+//! [`StoreWriter::put_source_state`] never block, so the daemon loop stays free to
+//! answer signals. Told to close while paused, it gives up the batch (never committed,
+//! so nothing committed is lost) and reports the error.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +25,8 @@ use super::ops::{apply, Op};
 use super::records::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord, TaggedFile};
 use super::retention::{self, Retention, RetentionReport};
 use super::schema::{self, OpenMode};
-use crate::clock::{Clock, SystemClock};
+use super::space::{self, human_bytes};
+use crate::clock::{monotonic_ms, Clock, SystemClock};
 
 /// Most ops grouped into one transaction: bounds how long the write lock is
 /// held and how much one failed commit can take down with it.
@@ -30,6 +40,50 @@ const CHANNEL_CAPACITY: usize = 2 * MAX_BATCH_OPS;
 /// A batch whose transaction hits a busy database (someone else's long
 /// write, after the 5 s busy timeout) is retried this many times in all.
 const BATCH_ATTEMPTS: u32 = 3;
+/// An I/O error with room on the disk (a USB disk that came loose for a moment) is
+/// retried this many times in all, waiting longer each time, before it stops the run.
+const IO_ATTEMPTS: u32 = 4;
+/// Longest wait between two tries of a batch held on a full disk.
+const MAX_ROOM_WAIT: Duration = Duration::from_secs(10);
+/// How often a pause that goes on is logged again.
+const PAUSE_REMINDER: Duration = Duration::from_secs(600);
+/// The writer thread wakes at least this often, so its heartbeat shows it is not stuck.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// With `min_free` set, free space is measured after every batch (one statvfs) and
+/// retention runs as soon as it is short; after a run that could not make the room
+/// (someone else's files fill the disk), not again for this long.
+const FRUITLESS_RETENTION_GAP: Duration = Duration::from_secs(60);
+
+/// Why the writer is holding a batch instead of committing it, and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterPause {
+    /// Unix seconds, from the writer's clock.
+    pub since: f64,
+    pub reason: String,
+    /// Writes held in the batch in hand (more may wait in the channel).
+    pub held: usize,
+}
+
+/// What the writer thread shares with whoever watches it.
+#[derive(Debug, Default)]
+struct Shared {
+    pause: Mutex<Option<WriterPause>>,
+    beat_ms: AtomicU64,
+    /// Set by close: a paused writer gives up instead of waiting for room.
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    fn beat(&self) {
+        self.beat_ms.store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    fn set_pause(&self, pause: Option<WriterPause>) {
+        if let Ok(mut p) = self.pause.lock() {
+            *p = pause;
+        }
+    }
+}
 
 /// What the writer did over its lifetime, returned by [`StoreWriter::close`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,6 +141,7 @@ enum Barrier {
 /// Dropping it without `close` still drains and commits, logging any error.
 pub struct StoreWriter {
     path: PathBuf,
+    shared: Arc<Shared>,
     tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<(WriterStats, Option<StoreError>)>>,
 }
@@ -111,11 +166,17 @@ impl StoreWriter {
     /// at start-up if it should not wait for the first interval.
     pub fn spawn_with(path: &Path, options: WriterOptions) -> Result<StoreWriter, StoreError> {
         let conn = schema::open(path, OpenMode::Create)?;
+        if let Some(min_free) = options.retention.min_free_bytes {
+            space::keep_reserve(path, min_free);
+        }
         let (tx, rx) = bounded::<Msg>(CHANNEL_CAPACITY);
+        let shared = Arc::new(Shared::default());
+        shared.beat();
         let mut worker = Worker {
             conn,
             path: path.to_path_buf(),
             options,
+            shared: shared.clone(),
             stats: WriterStats::default(),
             first_error: None,
         };
@@ -131,6 +192,7 @@ impl StoreWriter {
             })?;
         Ok(StoreWriter {
             path: path.to_path_buf(),
+            shared,
             tx: Some(tx),
             thread: Some(thread),
         })
@@ -138,6 +200,19 @@ impl StoreWriter {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Why and since when the writer is holding writes (a full disk), or `None`.
+    pub fn paused(&self) -> Option<WriterPause> {
+        self.shared.pause.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// How long since the writer thread last showed it is not stuck (it wakes at
+    /// least every second, also while paused).
+    pub fn silent_for(&self) -> Duration {
+        Duration::from_millis(
+            monotonic_ms().saturating_sub(self.shared.beat_ms.load(Ordering::Relaxed)),
+        )
     }
 
     /// Registers a model, or updates the path of a known one (same hash, moved file).
@@ -180,9 +255,18 @@ impl StoreWriter {
 
     /// Records the latest state of a source, replacing the previous one of
     /// the same name. Queued and batched like a segment; `state` must be one
-    /// of [`SOURCE_STATES`].
-    pub fn put_source_state(&self, s: SourceStateRecord) -> Result<(), StoreError> {
-        self.send(Msg::Op(Op::PutSourceState(Box::new(s))))
+    /// of [`SOURCE_STATES`]. Never blocks: when the writer is a whole channel
+    /// behind (a full disk) the state is dropped and `Ok(false)` returned, since
+    /// the next refresh carries a newer one.
+    pub fn put_source_state(&self, s: SourceStateRecord) -> Result<bool, StoreError> {
+        match &self.tx {
+            Some(tx) => match tx.try_send(Msg::Op(Op::PutSourceState(Box::new(s)))) {
+                Ok(()) => Ok(true),
+                Err(crossbeam_channel::TrySendError::Full(_)) => Ok(false),
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(self.gone()),
+            },
+            None => Err(self.gone()),
+        }
     }
 
     /// Blocks until everything sent before it is committed; returns the first
@@ -194,6 +278,28 @@ impl StoreWriter {
             Ok(None) => Ok(()),
             Ok(Some(e)) => Err(e),
             Err(_) => Err(self.gone()),
+        }
+    }
+
+    /// [`flush`](StoreWriter::flush) that waits at most `timeout` and never blocks
+    /// on a full channel: `Ok(true)` when everything sent before is committed,
+    /// `Ok(false)` when the writer is still at it (paused on a full disk, or a big
+    /// batch), the first error when it hit one. For a loop that must stay free.
+    pub fn check(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let (reply_tx, reply_rx) = bounded(1);
+        let Some(tx) = &self.tx else {
+            return Err(self.gone());
+        };
+        match tx.try_send(Msg::Barrier(Barrier::Flush(reply_tx))) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(_)) => return Ok(false),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(self.gone()),
+        }
+        match reply_rx.recv_timeout(timeout) {
+            Ok(None) => Ok(true),
+            Ok(Some(e)) => Err(e),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(false),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.gone()),
         }
     }
 
@@ -215,7 +321,9 @@ impl StoreWriter {
 
     fn shutdown(&mut self) -> Result<WriterStats, StoreError> {
         // Dropping the only sender is the stop signal: the thread sees
-        // "disconnected" only after it has received everything queued.
+        // "disconnected" only after it has received everything queued. A writer
+        // paused on a full disk would never get there: it is told to give up.
+        self.shared.stopping.store(true, Ordering::SeqCst);
         drop(self.tx.take());
         let Some(thread) = self.thread.take() else {
             return Err(self.gone());
@@ -263,6 +371,7 @@ struct Worker {
     conn: Connection,
     path: PathBuf,
     options: WriterOptions,
+    shared: Arc<Shared>,
     stats: WriterStats,
     first_error: Option<StoreError>,
 }
@@ -278,21 +387,20 @@ impl Worker {
         let interval = Some(self.options.retention_interval)
             .filter(|i| !i.is_zero() && self.options.retention.limits_anything());
         let mut next_retention = interval.map(|i| Instant::now() + i);
+        let mut retry_min_free_at: Option<Instant> = None;
         loop {
-            let first = match next_retention {
-                Some(at) => match rx.recv_deadline(at) {
-                    Ok(msg) => msg,
-                    Err(RecvTimeoutError::Timeout) => {
+            self.shared.beat();
+            let wake = Instant::now() + HEARTBEAT;
+            let first = match rx.recv_deadline(next_retention.map_or(wake, |at| at.min(wake))) {
+                Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) => {
+                    if next_retention.is_some_and(|at| Instant::now() >= at) {
                         self.periodic_retention();
                         next_retention = interval.map(|i| Instant::now() + i);
-                        continue;
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(msg) => msg,
-                    Err(_) => break,
-                },
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut ops = Vec::new();
             let mut barrier = None;
@@ -320,6 +428,12 @@ impl Worker {
             }
             if !ops.is_empty() {
                 self.write_batch(&ops);
+                if self.short_of_room(retry_min_free_at) {
+                    self.periodic_retention();
+                    retry_min_free_at = self
+                        .short_of_room(None)
+                        .then(|| Instant::now() + FRUITLESS_RETENTION_GAP);
+                }
             }
             // The requester may have given up waiting; nothing to do then.
             match barrier {
@@ -346,11 +460,36 @@ impl Worker {
         }
     }
 
+    /// The configured retention, with `min_free` raised by the reserve file's size while
+    /// that file is missing (used up by a full disk), so that room for it comes back too.
+    fn retention_now(&self) -> Retention {
+        let mut r = self.options.retention;
+        if let Some(min_free) = r.min_free_bytes {
+            if !space::reserve_path(&self.path).exists() {
+                r.min_free_bytes = Some(min_free + space::reserve_bytes(min_free));
+            }
+        }
+        r
+    }
+
+    /// Whether the disk has less free than `min_free` (plus the missing reserve) wants,
+    /// unless a fruitless run asked not to try again before `not_before`.
+    fn short_of_room(&self, not_before: Option<Instant>) -> bool {
+        if not_before.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        let Some(wanted) = self.retention_now().min_free_bytes else {
+            return false;
+        };
+        space::free_bytes(&self.path).is_some_and(|free| free < wanted)
+    }
+
     /// Errors are logged only: retention failing (a busy database, say) must
     /// not stop ingest, and the next interval tries again.
     fn periodic_retention(&mut self) {
         let now = self.options.clock.now();
-        if let Err(e) = retention::apply(&mut self.conn, &self.path, &self.options.retention, now) {
+        let retention = self.retention_now();
+        if let Err(e) = retention::apply(&mut self.conn, &self.path, &retention, now) {
             tracing::error!(
                 path = %self.path.display(),
                 error = %e,
@@ -358,30 +497,154 @@ impl Worker {
                 "periodic retention failed"
             );
         }
+        if let Some(min_free) = self.options.retention.min_free_bytes {
+            space::keep_reserve(&self.path, min_free);
+        }
     }
 
     fn write_batch(&mut self, ops: &[Op]) {
         let mut attempt = 1;
+        let mut io_attempt = 1;
         loop {
             let now = self.options.clock.now();
             match try_batch(&mut self.conn, &self.path, ops, now) {
                 Ok(outcome) => {
-                    self.stats.transactions += 1;
-                    self.stats.segments_written += outcome.segments;
-                    for e in outcome.failures {
-                        self.fail(e, 1);
-                    }
+                    self.committed(outcome);
                     return;
                 }
                 Err(e) if e.is_busy() && attempt < BATCH_ATTEMPTS => {
                     tracing::warn!(path = %self.path.display(), attempt, error = %e, "database busy; retrying batch");
                     attempt += 1;
                 }
+                Err(e) if e.is_out_of_space() => {
+                    match self.hold_until_room(ops, e) {
+                        Ok(outcome) => self.committed(outcome),
+                        Err(e) => self.fail(e, ops.len() as u64),
+                    }
+                    return;
+                }
+                Err(e)
+                    if e.disposition() == crate::Disposition::Retry
+                        && !e.is_busy()
+                        && io_attempt < IO_ATTEMPTS =>
+                {
+                    let wait = Duration::from_secs(1 << io_attempt);
+                    tracing::warn!(path = %self.path.display(), attempt = io_attempt, error = %e, wait = ?wait, "database I/O error; retrying batch");
+                    self.sleep(wait);
+                    io_attempt += 1;
+                }
                 Err(e) => {
                     self.fail(e, ops.len() as u64);
                     return;
                 }
             }
+        }
+    }
+
+    fn committed(&mut self, outcome: BatchOutcome) {
+        self.stats.transactions += 1;
+        self.stats.segments_written += outcome.segments;
+        for e in outcome.failures {
+            self.fail(e, 1);
+        }
+    }
+
+    /// The disk is full: keep the batch, make what room may be made, and try again,
+    /// waiting longer each time (up to [`MAX_ROOM_WAIT`]), until it commits or the
+    /// writer is told to close. Logged when it starts, every [`PAUSE_REMINDER`], and
+    /// when it ends.
+    fn hold_until_room(
+        &mut self,
+        ops: &[Op],
+        first: StoreError,
+    ) -> Result<BatchOutcome, StoreError> {
+        let started = Instant::now();
+        let free = space::free_bytes(&self.path).unwrap_or(0);
+        let reason = format!(
+            "the disk holding the database is full ({} free)",
+            human_bytes(free)
+        );
+        tracing::warn!(
+            path = %self.path.display(),
+            held = ops.len(),
+            error = %first,
+            "tagging paused: {reason}; the writes are held and retried as room comes back{}",
+            if self.options.retention.min_free_bytes.is_some() {
+                " (retention is deleting the oldest segments)"
+            } else {
+                " (set [retention] min_free_mb to let cliptag delete its oldest segments)"
+            }
+        );
+        self.shared.set_pause(Some(WriterPause {
+            since: self.options.clock.now(),
+            reason,
+            held: ops.len(),
+        }));
+        let mut wait = Duration::from_millis(500);
+        let mut last_error = first;
+        let mut reminder = started + PAUSE_REMINDER;
+        let result = loop {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                break Err(last_error);
+            }
+            self.make_room();
+            match try_batch(&mut self.conn, &self.path, ops, self.options.clock.now()) {
+                Ok(outcome) => break Ok(outcome),
+                Err(e) if e.is_out_of_space() || e.is_busy() => last_error = e,
+                Err(e) => break Err(e),
+            }
+            if Instant::now() >= reminder {
+                reminder += PAUSE_REMINDER;
+                tracing::warn!(
+                    path = %self.path.display(),
+                    paused_for = %humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
+                    free = %human_bytes(space::free_bytes(&self.path).unwrap_or(0)),
+                    "tagging still paused: the disk holding the database is full"
+                );
+            }
+            self.sleep(wait);
+            wait = (wait * 2).min(MAX_ROOM_WAIT);
+        };
+        self.shared.set_pause(None);
+        if result.is_ok() {
+            tracing::info!(
+                path = %self.path.display(),
+                paused_for = %humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64)),
+                free = %human_bytes(space::free_bytes(&self.path).unwrap_or(0)),
+                "disk space is back: the held writes are committed and tagging goes on"
+            );
+            if let Some(min_free) = self.options.retention.min_free_bytes {
+                space::keep_reserve(&self.path, min_free);
+            }
+        }
+        result
+    }
+
+    /// On a full disk: hand back the reserve file, then let `min_free` retention delete
+    /// the oldest segments. Errors are expected here (retention needs some room too)
+    /// and only logged at debug: the pause itself is what the user is told about.
+    fn make_room(&mut self) {
+        let Some(_) = self.options.retention.min_free_bytes else {
+            return;
+        };
+        space::release_reserve(&self.path);
+        let now = self.options.clock.now();
+        let retention = self.retention_now();
+        if let Err(e) = retention::apply(&mut self.conn, &self.path, &retention, now) {
+            tracing::debug!(path = %self.path.display(), error = %e, "retention could not make room yet");
+        }
+    }
+
+    /// Sleeps in heartbeat steps, ending early when the writer is told to close.
+    fn sleep(&self, total: Duration) {
+        let until = Instant::now() + total;
+        while !self.shared.stopping.load(Ordering::SeqCst) {
+            self.shared.beat();
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(250)));
         }
     }
 
