@@ -14,14 +14,16 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use cliptag::classify::ClassifyConfig;
 use cliptag::clip::{ClipModel, ModelSettings, TextTower};
 use cliptag::clock::{Clock, SystemClock};
 use cliptag::daemon::config::default_path;
 use cliptag::daemon::{self, Config, Progress, RunError, RunOptions, SourceReport};
 use cliptag::ingest::SamplingSection;
+use cliptag::query::search::{self, SearchFilters, SearchInput};
 use cliptag::query::{
-    occurrences, write_occurrences, write_rows, write_source_states, Format, QueryFilters,
-    OCCURRENCE_GAP,
+    occurrences, write_hits, write_occurrences, write_rows, write_source_states, Format,
+    QueryFilters, OCCURRENCE_GAP,
 };
 use cliptag::store::{space, Store};
 use cliptag::times::Zone;
@@ -45,6 +47,9 @@ enum Command {
     Run(RunArgs),
     /// Print what was seen: each window's labels, or with --group when each label showed up.
     Query(QueryArgs),
+    /// Find the stored windows most like a text, a picture or another window; no video is
+    /// decoded, the windows' stored embeddings answer.
+    Search(SearchArgs),
     /// Show each source's state as the daemon last recorded it.
     Status {
         #[command(flatten)]
@@ -164,6 +169,33 @@ struct QueryArgs {
     output: OutputArgs,
 }
 
+#[derive(Args)]
+struct SearchArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// What to look for, in words; several texts are one query (the mean of their
+    /// embeddings, as a label's prompts are)
+    #[arg(
+        value_name = "TEXT",
+        required_unless_present_any = ["image", "like"],
+        conflicts_with_all = ["image", "like"]
+    )]
+    texts: Vec<String>,
+    /// A picture (or a short video) to find moments like
+    #[arg(long, value_name = "FILE", conflicts_with = "like")]
+    image: Option<String>,
+    /// A stored window (the ID column of a search) to find others like
+    #[arg(long, value_name = "ID")]
+    like: Option<i64>,
+    /// Model directory [default: the config's, else the one the database recorded]
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    filters: SearchFilters,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
 fn main() -> ExitCode {
     cliptag::memory::tune_allocator();
     cliptag::logging::init();
@@ -236,6 +268,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run(args) => run(args),
         Command::Query(args) => query(args),
+        Command::Search(args) => search(args),
         Command::Status { db, output } => status(db, Format::of(output.json, output.csv)),
         Command::Labels { db } => labels(db),
         Command::Model {
@@ -452,6 +485,64 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
         write_rows(&mut out, &rows, format, &zone)?;
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn search(args: SearchArgs) -> Result<ExitCode> {
+    let (path, config) = database_path(&args.db)?;
+    let store = Store::open_existing(&path)?;
+    let templates = config.as_ref().map_or_else(
+        || ClassifyConfig::default().prompt_templates,
+        |c| c.classify.prompt_templates.clone(),
+    );
+    let settings = match (args.model, config) {
+        (Some(dir), _) => ModelSettings::new(dir),
+        (None, Some(config)) => config.model,
+        (None, None) => match search::current_model(&store)? {
+            Some((_, dir)) => ModelSettings::new(PathBuf::from(dir)),
+            None => anyhow::bail!("database {} holds no windows yet", path.display()),
+        },
+    };
+    let zone = Zone::local();
+    let filter = args
+        .filters
+        .to_filter(&store.known_names()?.0, SystemClock.now(), &zone)
+        .map_err(anyhow::Error::msg)?;
+    let input = match (args.image, args.like) {
+        (Some(image), _) => SearchInput::Image(image),
+        (None, Some(id)) => SearchInput::Like(id),
+        (None, None) => SearchInput::Texts(args.texts),
+    };
+    let model = ClipModel::load_with(&settings, TextTower::WhenNeeded)?;
+    let query = search::query_vector(&model, &store, &input, &templates)?;
+    let exclude = match input {
+        SearchInput::Like(id) => Some(id),
+        _ => None,
+    };
+    let answer = search::search(
+        &store,
+        &model.id,
+        &query,
+        &filter,
+        args.filters.limit,
+        exclude,
+    )?;
+    let mut out = std::io::stdout().lock();
+    write_hits(
+        &mut out,
+        &answer.hits,
+        Format::of(args.output.json, args.output.csv),
+        &zone,
+    )?;
+    out.flush()?;
+    // What was looked at goes to stderr: stdout stays the answer alone.
+    eprintln!(
+        "{} window(s) of model {} searched",
+        answer.searched, answer.model_id
+    );
+    for (model_id, windows) in &answer.skipped {
+        eprintln!("{windows} window(s) of model {model_id} skipped: another model's embeddings cannot be compared");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

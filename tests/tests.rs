@@ -21,5 +21,6 @@ mod keyframes;
 mod layouts;
 mod model_check;
 mod parsers;
+mod search;
 mod store;
 mod supervise;

@@ -57,30 +57,8 @@ impl QueryFilters {
                 return Err(unknown("label", label, labels));
             }
         }
-        for source in &self.sources {
-            if !sources.contains(source) {
-                return Err(unknown("source", source, sources));
-            }
-        }
-        let time = |flag: &str, v: &Option<String>| {
-            v.as_deref()
-                .map(|v| parse_time(v, now, zone).map_err(|e| format!("--{flag} {e}")))
-                .transpose()
-        };
-        let (since, until) = (time("since", &self.since)?, time("until", &self.until)?);
-        match (since, until) {
-            (Some(TimeSpec::Media(a)), Some(TimeSpec::Media(b)))
-            | (Some(TimeSpec::Wall(a)), Some(TimeSpec::Wall(b)))
-                if b <= a =>
-            {
-                return Err(format!(
-                    "--since {:?} is not before --until {:?}: the range is empty",
-                    self.since.as_deref().unwrap_or_default(),
-                    self.until.as_deref().unwrap_or_default()
-                ));
-            }
-            _ => {}
-        }
+        check_sources(&self.sources, sources)?;
+        let (since, until) = time_range(&self.since, &self.until, now, zone)?;
         if let Some(p) = self.min_prob {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!(
@@ -106,6 +84,42 @@ impl QueryFilters {
             limit: self.limit,
             top_only: self.top,
         })
+    }
+}
+
+/// Every named source must be one the database knows.
+pub(crate) fn check_sources(named: &[String], known: &[String]) -> Result<(), String> {
+    match named.iter().find(|s| !known.contains(s)) {
+        Some(source) => Err(unknown("source", source, known)),
+        None => Ok(()),
+    }
+}
+
+/// `--since` and `--until` as bounds, refused when the range they make is empty.
+pub(crate) fn time_range(
+    since: &Option<String>,
+    until: &Option<String>,
+    now: f64,
+    zone: &Zone,
+) -> Result<(Option<TimeSpec>, Option<TimeSpec>), String> {
+    let time = |flag: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| parse_time(v, now, zone).map_err(|e| format!("--{flag} {e}")))
+            .transpose()
+    };
+    let (a, b) = (time("since", since)?, time("until", until)?);
+    match (a, b) {
+        (Some(TimeSpec::Media(x)), Some(TimeSpec::Media(y)))
+        | (Some(TimeSpec::Wall(x)), Some(TimeSpec::Wall(y)))
+            if y <= x =>
+        {
+            Err(format!(
+                "--since {:?} is not before --until {:?}: the range is empty",
+                since.as_deref().unwrap_or_default(),
+                until.as_deref().unwrap_or_default()
+            ))
+        }
+        _ => Ok((a, b)),
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod filters;
 pub mod occurrences;
+pub mod search;
 
 use std::io::Write;
 
@@ -224,6 +225,92 @@ pub fn write_rows(
             ("model_id".to_string(), json!(r.model_id)),
             ("segment_id".to_string(), json!(r.segment_id)),
         ]);
+        records.write(out, &f)?;
+    }
+    Ok(())
+}
+
+/// How many of a window's labels a search hit shows, best first.
+const HIT_LABELS: usize = 3;
+
+/// `cliptag search`: one row per window found, best first, with its cosine to the query
+/// and its own top labels, so the moment can be found and judged.
+pub fn write_hits(
+    out: &mut dyn Write,
+    hits: &[search::Hit],
+    format: Format,
+    zone: &Zone,
+) -> std::io::Result<()> {
+    let top_labels = |h: &search::Hit| -> Vec<(String, f32)> {
+        h.window
+            .matches
+            .iter()
+            .take(HIT_LABELS)
+            .map(|m| (m.label.clone(), m.probability))
+            .collect()
+    };
+    if format == Format::Table {
+        let header = [
+            "ID", "SCORE", "SOURCE", "START", "END", "POSITION", "LABELS",
+        ];
+        let cells: Vec<[String; 7]> = hits
+            .iter()
+            .map(|h| {
+                let (start, end) = span(zone, h.window.wall_start, h.window.wall_end);
+                [
+                    h.window.id.to_string(),
+                    format!("{:.4}", h.score),
+                    h.window.source.clone(),
+                    start,
+                    end,
+                    position(h.window.offset()),
+                    top_labels(h)
+                        .iter()
+                        .map(|(l, p)| format!("{l} {p:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ]
+            })
+            .collect();
+        let right = [true, true, false, false, false, false, false];
+        return write_table(out, header, right, &cells);
+    }
+    let mut records = Records::new(format);
+    for h in hits {
+        let mut f: Vec<(String, Value)> = vec![
+            ("segment_id".into(), json!(h.window.id)),
+            ("score".into(), json!(h.score)),
+            ("source".into(), json!(h.window.source)),
+            ("uri".into(), json!(h.window.uri)),
+            ("kind".into(), json!(h.window.kind.as_str())),
+        ];
+        span_fields(
+            &mut f,
+            zone,
+            h.window.wall_start,
+            h.window.wall_end,
+            h.window.offset(),
+        );
+        let labels = top_labels(h);
+        match format {
+            // One cell: "label 0.87; label 0.05".
+            Format::Csv => f.push((
+                "labels".into(),
+                json!(labels
+                    .iter()
+                    .map(|(l, p)| format!("{l} {p:.3}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+            )),
+            _ => f.push((
+                "labels".into(),
+                json!(labels
+                    .iter()
+                    .map(|(l, p)| json!({"label": l, "probability": p}))
+                    .collect::<Vec<_>>()),
+            )),
+        }
+        f.push(("model_id".into(), json!(h.window.model_id)));
         records.write(out, &f)?;
     }
     Ok(())

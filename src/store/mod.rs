@@ -37,10 +37,12 @@
 
 mod blob;
 mod error;
+mod filter;
 mod ops;
 mod read;
 mod records;
 mod retention;
+mod scan;
 mod schema;
 pub mod space;
 mod writer;
@@ -49,7 +51,7 @@ pub use blob::{blob_to_f32s, f32s_to_blob};
 pub use error::StoreError;
 pub use records::{
     LabelRecord, LabelRow, MatchQuery, MatchRow, ModelRecord, NewMatch, NewSegment, SegmentRow,
-    SourceStateRecord, TaggedFile, SOURCE_STATES,
+    SourceStateRecord, TaggedFile, WindowFilter, SOURCE_STATES,
 };
 
 pub use read::Store;

@@ -8,12 +8,12 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::blob::blob_to_f32s;
 use super::error::StoreError;
+use super::filter::Where;
 use super::records::{
     LabelRow, MatchQuery, MatchRow, ModelRecord, SegmentRow, SourceStateRecord, TaggedFile,
 };
 use super::schema::{self, OpenMode};
 use crate::ingest::SourceKind;
-use crate::times::TimeSpec;
 
 /// Read side + setup. Each `Store` has its own connection; under WAL it
 /// reads a consistent snapshot while the writer keeps committing.
@@ -58,6 +58,10 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     fn err(&self, context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -182,25 +186,8 @@ impl Store {
     /// the newest that many (still oldest first).
     pub fn query(&self, q: &MatchQuery) -> Result<Vec<MatchRow>, StoreError> {
         let err = self.err("querying matches");
-        let mut sql = format!("SELECT {MATCH_COLUMNS} {MATCH_JOINS} WHERE 1");
-        let mut args: Vec<Value> = Vec::new();
-        let mut any_of = |sql: &mut String, clauses: Vec<(&str, Value)>| {
-            if clauses.is_empty() {
-                return;
-            }
-            let mut parts = Vec::new();
-            for (clause, v) in clauses {
-                args.push(v);
-                // Numbered so one value can appear twice in a clause.
-                parts.push(format!(
-                    "({})",
-                    clause.replace('?', &format!("?{}", args.len()))
-                ));
-            }
-            sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
-        };
-        any_of(
-            &mut sql,
+        let mut w = Where::new();
+        w.any_of(
             q.labels
                 .iter()
                 .map(|label| {
@@ -213,53 +200,18 @@ impl Store {
                 })
                 .collect(),
         );
-        any_of(
-            &mut sql,
-            q.sources
-                .iter()
-                .map(|source| ("so.name = ?", Value::Text(source.clone())))
-                .collect(),
-        );
-        // Overlap with [since, until): a window that started before `since` but runs past
-        // it still shows what was on screen then; the second test keeps zero-length
-        // windows exactly at `since`. A position in a file means nothing for a camera.
-        match q.since {
-            Some(TimeSpec::Media(t)) => any_of(
-                &mut sql,
-                vec![(
-                    "so.kind = 'file' AND (s.end_ms > ? OR s.start_ms >= ?)",
-                    Value::Integer(secs_to_ms(t)),
-                )],
-            ),
-            Some(TimeSpec::Wall(t)) => any_of(
-                &mut sql,
-                vec![("s.wall_end > ? OR s.wall_start >= ?", Value::Real(t))],
-            ),
-            None => {}
-        }
-        match q.until {
-            Some(TimeSpec::Media(t)) => any_of(
-                &mut sql,
-                vec![(
-                    "so.kind = 'file' AND s.start_ms < ?",
-                    Value::Integer(secs_to_ms(t)),
-                )],
-            ),
-            Some(TimeSpec::Wall(t)) => any_of(&mut sql, vec![("s.wall_start < ?", Value::Real(t))]),
-            None => {}
-        }
+        w.sources(&q.sources);
+        w.overlapping(q.since, q.until);
         if let Some(p) = q.min_probability {
-            any_of(
-                &mut sql,
-                vec![("m.probability >= ?", Value::Real(f64::from(p)))],
-            );
+            w.any_of(vec![("m.probability >= ?", Value::Real(f64::from(p)))]);
         }
         if let Some(c) = q.min_cosine {
-            any_of(&mut sql, vec![("m.cosine >= ?", Value::Real(f64::from(c)))]);
+            w.any_of(vec![("m.cosine >= ?", Value::Real(f64::from(c)))]);
         }
         if q.top_only {
-            sql.push_str(" AND m.rank = 1");
+            w.sql.push_str(" AND m.rank = 1");
         }
+        let mut sql = format!("SELECT {MATCH_COLUMNS} {MATCH_JOINS}{}", w.sql);
         let newest_first = q.limit.is_some();
         sql.push_str(if newest_first {
             " ORDER BY s.wall_start DESC, so.name DESC, so.uri DESC, s.model_id DESC, m.rank DESC"
@@ -272,7 +224,7 @@ impl Store {
         }
         let mut st = self.conn.prepare(&sql).map_err(&err)?;
         let rows = st
-            .query_map(rusqlite::params_from_iter(args), match_row)
+            .query_map(rusqlite::params_from_iter(w.args), match_row)
             .map_err(&err)?;
         let mut rows: Vec<MatchRow> = rows.collect::<Result<_, _>>().map_err(&err)?;
         if newest_first {
@@ -322,24 +274,37 @@ impl Store {
     /// Segments of one source (or all), ordered by source then start time,
     /// each with its decoded embedding, keyframes and matches.
     pub fn segments(&self, source: Option<&str>) -> Result<Vec<SegmentRow>, StoreError> {
+        let mut w = Where::new();
+        w.sources(&source.map(str::to_string).into_iter().collect::<Vec<_>>());
+        self.segments_where(w, "so.name, s.start_ms, s.model_id")
+    }
+
+    /// Segments that `w` picks, in this order, each with its decoded embedding,
+    /// keyframes and matches.
+    pub(super) fn segments_where(
+        &self,
+        w: Where,
+        order: &str,
+    ) -> Result<Vec<SegmentRow>, StoreError> {
         let err = self.err("reading segments");
         let mut st = self
             .conn
-            .prepare_cached(
+            .prepare(&format!(
                 "SELECT s.id, so.name, s.model_id, s.start_ms, s.end_ms, s.processed_at, \
                  s.frame_count, s.keyframes_ms, s.clip_calls, s.embedding, s.wall_start, \
-                 s.wall_end \
-                 FROM segments s JOIN sources so ON so.id = s.source_id \
-                 WHERE ?1 IS NULL OR so.name = ?1 \
-                 ORDER BY so.name, s.start_ms, s.model_id",
-            )
+                 s.wall_end, so.uri, so.kind \
+                 FROM segments s JOIN sources so ON so.id = s.source_id{} ORDER BY {order}",
+                w.sql
+            ))
             .map_err(&err)?;
         let raw = st
-            .query_map(params![source], |r| {
+            .query_map(rusqlite::params_from_iter(w.args), |r| {
                 Ok((
                     SegmentRow {
                         id: r.get(0)?,
                         source: r.get(1)?,
+                        uri: r.get(12)?,
+                        kind: source_kind(&r.get::<_, String>(13)?),
                         model_id: r.get(2)?,
                         start_ms: r.get(3)?,
                         end_ms: r.get(4)?,
@@ -433,9 +398,12 @@ impl Store {
     }
 }
 
-fn secs_to_ms(s: f64) -> i64 {
-    // `as` saturates, which is the right answer for absurd bounds.
-    (s * 1000.0).round() as i64
+fn source_kind(kind: &str) -> SourceKind {
+    if kind == "live" {
+        SourceKind::Live
+    } else {
+        SourceKind::File
+    }
 }
 
 fn match_row(r: &Row<'_>) -> rusqlite::Result<MatchRow> {
@@ -443,11 +411,7 @@ fn match_row(r: &Row<'_>) -> rusqlite::Result<MatchRow> {
         segment_id: r.get(0)?,
         source: r.get(1)?,
         uri: r.get(10)?,
-        kind: if r.get::<_, String>(11)? == "live" {
-            SourceKind::Live
-        } else {
-            SourceKind::File
-        },
+        kind: source_kind(&r.get::<_, String>(11)?),
         wall_start: r.get(12)?,
         wall_end: r.get(13)?,
         offset: (r.get::<_, String>(11)? == "file")

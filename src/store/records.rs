@@ -146,6 +146,15 @@ pub struct MatchQuery {
     pub top_only: bool,
 }
 
+/// Which windows a search looks at; empty / `None` means "don't filter". The bounds mean
+/// what [`MatchQuery`]'s do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowFilter {
+    pub sources: Vec<String>,
+    pub since: Option<TimeSpec>,
+    pub until: Option<TimeSpec>,
+}
+
 /// One match of one segment; [`super::Store::query`] orders them by wall-clock start,
 /// source, rank.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -174,6 +183,9 @@ pub struct MatchRow {
 pub struct SegmentRow {
     pub id: i64,
     pub source: String,
+    /// The source's location, credentials masked.
+    pub uri: String,
+    pub kind: SourceKind,
     pub model_id: String,
     pub start_ms: i64,
     pub end_ms: i64,
@@ -185,4 +197,12 @@ pub struct SegmentRow {
     pub clip_calls: u32,
     pub embedding: Vec<f32>,
     pub matches: Vec<MatchRow>,
+}
+
+impl SegmentRow {
+    /// Position in the file, seconds: files only.
+    pub fn offset(&self) -> Option<(f64, f64)> {
+        (self.kind == SourceKind::File)
+            .then(|| (self.start_ms as f64 / 1000.0, self.end_ms as f64 / 1000.0))
+    }
 }

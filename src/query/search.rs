@@ -1,0 +1,301 @@
+//! `cliptag search`: the stored windows most like a text, a picture or another window,
+//! ranked by cosine similarity of their CLIP embeddings — answers from what was already
+//! seen, with no video decoded.
+//!
+//! Rules, and why:
+//! - **One model.** Cosines of two models mean nothing to each other, so only windows of
+//!   the model searched with are ranked; how many windows of other models were left out
+//!   is reported, never mixed in.
+//! - **The query is a unit vector made like a window's**: a text is expanded by the prompt
+//!   templates exactly as a label is (a caption stays as written), and several texts and
+//!   their prompts are one ensemble (the re-normalised mean of their normalised
+//!   embeddings), so "zone plate" searches the way the label "zone plate" scores; a picture or a video is the mean of its sampled frames' embeddings, through the
+//!   same preprocessing as keyframes; `--like` takes a stored window's embedding as it is
+//!   (and leaves that window out of the answer).
+//! - **Exact.** Every picked window is scored (a dot product of unit vectors = cosine)
+//!   and the best `limit` kept in a bounded heap; filters are applied in SQL before a
+//!   vector is read.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::classify::{mean_embedding, prompts_for};
+use crate::clip::{l2_normalized, ClipModel};
+use crate::embed::{embed_media, EmbedError};
+use crate::ingest::Sampling;
+use crate::store::{SegmentRow, Store, StoreError, WindowFilter};
+use crate::times::Zone;
+
+use super::filters::{check_sources, time_range};
+
+/// What to look for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchInput {
+    /// Texts, one prompt ensemble.
+    Texts(Vec<String>),
+    /// A picture (or a short video) to find moments like.
+    Image(String),
+    /// A stored window (its segment id) to find others like.
+    Like(i64),
+}
+
+/// The filters of `cliptag search`, as the command line gives them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SearchFilters {
+    /// Only this source (repeat for several)
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
+    /// From: a position in a file (90, 1:30), or a time: 2026-12-07, "2026-12-07 14:00",
+    /// 2026-12-07T14:00:00+01:00, @unix, today, yesterday, 1h, 2d (ago)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Until (exclusive), in the same forms as --since
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// How many windows to show, best first
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub limit: usize,
+}
+
+impl SearchFilters {
+    /// The windows these filters pick; `known_sources` is what the database holds.
+    pub fn to_filter(
+        &self,
+        known_sources: &[String],
+        now: f64,
+        zone: &Zone,
+    ) -> Result<WindowFilter, String> {
+        check_sources(&self.sources, known_sources)?;
+        if self.limit == 0 {
+            return Err("--limit 0 shows nothing; give at least 1".into());
+        }
+        let (since, until) = time_range(&self.since, &self.until, now, zone)?;
+        Ok(WindowFilter {
+            sources: self.sources.clone(),
+            since,
+            until,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the query picture {path}: {source}")]
+    Image {
+        path: String,
+        #[source]
+        source: Box<EmbedError>,
+    },
+    #[error("the query picture {path} has no frame to embed")]
+    EmptyImage { path: String },
+    #[error(transparent)]
+    Clip(#[from] crate::clip::ClipError),
+    #[error("no stored window has id {id}; `cliptag search` shows each window's id")]
+    NoWindow { id: i64 },
+    #[error("window {id} is of model {window_model}, this search is of model {model}: their embeddings cannot be compared")]
+    OtherModel {
+        id: i64,
+        window_model: String,
+        model: String,
+    },
+    #[error("no query: give a text, --image FILE or --like ID")]
+    Empty,
+}
+
+/// One window found, with its cosine to the query.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub score: f32,
+    pub window: SegmentRow,
+}
+
+/// What a search found and what it looked at.
+#[derive(Debug, Clone)]
+pub struct SearchAnswer {
+    pub model_id: String,
+    pub hits: Vec<Hit>,
+    /// Windows of the model that the filters picked and were scored.
+    pub searched: u64,
+    /// Windows of other models, left out: (model id, count).
+    pub skipped: Vec<(String, u64)>,
+}
+
+/// The query as a unit vector of `model`'s space (see the module rules).
+pub fn query_vector(
+    model: &ClipModel,
+    store: &Store,
+    input: &SearchInput,
+    templates: &[String],
+) -> Result<Vec<f32>, SearchError> {
+    match input {
+        SearchInput::Texts(texts) if texts.is_empty() => Err(SearchError::Empty),
+        SearchInput::Texts(texts) => {
+            let prompts: Vec<String> = texts
+                .iter()
+                .flat_map(|t| prompts_for(t, templates))
+                .collect();
+            let encoded = model.embed_texts(&prompts)?;
+            mean_embedding(encoded.iter().map(|(_, e)| e.as_slice())).ok_or(SearchError::Empty)
+        }
+        SearchInput::Image(path) => {
+            let mut frames: Vec<Vec<f32>> = Vec::new();
+            embed_media(model, path, Sampling::Fps(1.0), |f| {
+                frames.push(f.embedding)
+            })
+            .map_err(|source| SearchError::Image {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+            mean_embedding(frames.iter().map(Vec::as_slice))
+                .ok_or_else(|| SearchError::EmptyImage { path: path.clone() })
+        }
+        SearchInput::Like(id) => {
+            let window = store
+                .segments_by_id(&[*id])?
+                .pop()
+                .ok_or(SearchError::NoWindow { id: *id })?;
+            if window.model_id != model.id {
+                return Err(SearchError::OtherModel {
+                    id: *id,
+                    window_model: window.model_id,
+                    model: model.id.clone(),
+                });
+            }
+            Ok(l2_normalized(window.embedding))
+        }
+    }
+}
+
+/// The `limit` windows of `model_id` most like `query` (a unit vector), best first.
+pub fn search(
+    store: &Store,
+    model_id: &str,
+    query: &[f32],
+    filter: &WindowFilter,
+    limit: usize,
+    exclude: Option<i64>,
+) -> Result<SearchAnswer, SearchError> {
+    let mut best = TopK::new(limit);
+    let searched = store.scan_embeddings(model_id, filter, |id, embedding| {
+        if Some(id) != exclude && embedding.len() == query.len() {
+            best.offer(id, dot(query, embedding));
+        }
+    })?;
+    let ranked = best.into_sorted();
+    let ids: Vec<i64> = ranked.iter().map(|&(id, _)| id).collect();
+    let windows = store.segments_by_id(&ids)?;
+    let hits = ranked
+        .iter()
+        .filter_map(|&(id, score)| {
+            windows.iter().find(|w| w.id == id).map(|w| Hit {
+                score,
+                window: w.clone(),
+            })
+        })
+        .collect();
+    let skipped = store
+        .windows_per_model()?
+        .into_iter()
+        .filter(|(m, _)| m != model_id)
+        .collect();
+    Ok(SearchAnswer {
+        model_id: model_id.to_string(),
+        hits,
+        searched,
+        skipped,
+    })
+}
+
+/// The model a database's windows were last tagged with: the newest of its models that
+/// has windows (a new generation is added after the old one).
+pub fn current_model(store: &Store) -> Result<Option<(String, String)>, StoreError> {
+    let counts = store.windows_per_model()?;
+    Ok(store
+        .models()?
+        .into_iter()
+        .rev()
+        .find(|m| counts.iter().any(|(id, _)| id == &m.id))
+        .map(|m| (m.id, m.path)))
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The best `k` (id, score) pairs seen, in a min-heap so each offer is O(log k) and
+/// most are one comparison with the worst kept.
+struct TopK {
+    k: usize,
+    heap: BinaryHeap<Scored>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Scored {
+    score: f32,
+    id: i64,
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scored {
+    /// Reversed, so the heap's top is the worst kept; ties broken by id, lower id better.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.id.cmp(&other.id))
+    }
+}
+
+impl TopK {
+    fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+
+    fn offer(&mut self, id: i64, score: f32) {
+        let item = Scored { score, id };
+        if self.heap.len() < self.k {
+            self.heap.push(item);
+        } else if self.heap.peek().is_some_and(|worst| item < *worst) {
+            self.heap.pop();
+            self.heap.push(item);
+        }
+    }
+
+    /// Best first.
+    fn into_sorted(self) -> Vec<(i64, f32)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|s| (s.id, s.score))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_the_best_in_order() {
+        let mut t = TopK::new(3);
+        for (id, score) in [(1, 0.1), (2, 0.9), (3, 0.5), (4, 0.7), (5, 0.2), (6, 0.9)] {
+            t.offer(id, score);
+        }
+        assert_eq!(t.into_sorted(), vec![(2, 0.9), (6, 0.9), (4, 0.7)]);
+    }
+}

@@ -1,0 +1,91 @@
+//! The read side of search: every stored window embedding of one model, streamed, and the
+//! windows a search found, whole.
+//!
+//! Rules: embeddings are streamed into one reused buffer, never collected (10⁷ windows of
+//! 512 floats are 20 GB); only the windows of the model asked for are read, and the count
+//! of the others is reported, because cosines of two models cannot be compared.
+
+use rusqlite::types::Value;
+
+use super::error::StoreError;
+use super::filter::Where;
+use super::read::Store;
+use super::records::{SegmentRow, WindowFilter};
+
+impl Store {
+    /// Windows per model, most first: what a search of one model leaves out.
+    pub fn windows_per_model(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let err = |e| StoreError::sqlite(self.path(), "counting windows per model", e);
+        let mut st = self
+            .conn()
+            .prepare_cached(
+                "SELECT model_id, count(*) FROM segments GROUP BY model_id ORDER BY 2 DESC, 1",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// Calls `each(id, embedding)` for every window of `model_id` that `filter` picks;
+    /// returns how many there were.
+    pub fn scan_embeddings(
+        &self,
+        model_id: &str,
+        filter: &WindowFilter,
+        mut each: impl FnMut(i64, &[f32]),
+    ) -> Result<u64, StoreError> {
+        let err = |e| StoreError::sqlite(self.path(), "scanning window embeddings", e);
+        let mut w = Where::new();
+        w.any_of(vec![("s.model_id = ?", Value::Text(model_id.to_string()))]);
+        w.sources(&filter.sources);
+        w.overlapping(filter.since, filter.until);
+        let mut st = self
+            .conn()
+            .prepare(&format!(
+                "SELECT s.id, s.embedding FROM segments s JOIN sources so ON so.id = s.source_id{}",
+                w.sql
+            ))
+            .map_err(err)?;
+        let mut rows = st.query(rusqlite::params_from_iter(w.args)).map_err(err)?;
+        let mut buffer: Vec<f32> = Vec::new();
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(err)? {
+            let id: i64 = row.get(0).map_err(err)?;
+            let blob = row.get_ref(1).map_err(err)?.as_blob().map_err(|e| {
+                StoreError::bad_data(self.path(), format!("embedding of segment {id}: {e}"))
+            })?;
+            if blob.len() % 4 != 0 {
+                return Err(StoreError::bad_data(
+                    self.path(),
+                    format!("embedding of segment {id}: {} bytes", blob.len()),
+                ));
+            }
+            buffer.clear();
+            buffer.extend(
+                blob.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+            each(id, &buffer);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// These windows, whole, in the order of `ids`; ids no longer stored are left out.
+    pub fn segments_by_id(&self, ids: &[i64]) -> Result<Vec<SegmentRow>, StoreError> {
+        let mut w = Where::new();
+        w.any_of(
+            ids.iter()
+                .map(|&id| ("s.id = ?", Value::Integer(id)))
+                .collect(),
+        );
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = self.segments_where(w, "s.id")?;
+        rows.sort_by_key(|r| ids.iter().position(|&id| id == r.id));
+        Ok(rows)
+    }
+}
