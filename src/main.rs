@@ -190,6 +190,10 @@ struct SearchArgs {
     /// Model directory [default: the config's, else the one the database recorded]
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
+    /// Score every stored window exactly instead of letting the index pick candidates
+    /// (slower; the reference the index is measured against)
+    #[arg(long)]
+    exact: bool,
     #[command(flatten)]
     filters: SearchFilters,
     #[command(flatten)]
@@ -495,6 +499,9 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
         || ClassifyConfig::default().prompt_templates,
         |c| c.classify.prompt_templates.clone(),
     );
+    let like_alone = args
+        .like
+        .filter(|_| args.model.is_none() && config.is_none());
     let settings = match (args.model, config) {
         (Some(dir), _) => ModelSettings::new(dir),
         (None, Some(config)) => config.model,
@@ -513,19 +520,27 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
         (None, Some(id)) => SearchInput::Like(id),
         (None, None) => SearchInput::Texts(args.texts),
     };
-    let model = ClipModel::load_with(&settings, TextTower::WhenNeeded)?;
-    let query = search::query_vector(&model, &store, &input, &templates)?;
+    // A stored window needs no model: its own model is the one searched.
+    let (model_id, query) = match like_alone {
+        Some(id) => search::window_query(&store, id)?,
+        None => {
+            let model = ClipModel::load_with(&settings, TextTower::WhenNeeded)?;
+            let query = search::query_vector(&model, &store, &input, &templates)?;
+            (model.id, query)
+        }
+    };
     let exclude = match input {
         SearchInput::Like(id) => Some(id),
         _ => None,
     };
     let answer = search::search(
         &store,
-        &model.id,
+        &model_id,
         &query,
         &filter,
         args.filters.limit,
         exclude,
+        args.exact,
     )?;
     let mut out = std::io::stdout().lock();
     write_hits(
@@ -537,8 +552,10 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
     out.flush()?;
     // What was looked at goes to stderr: stdout stays the answer alone.
     eprintln!(
-        "{} window(s) of model {} searched",
-        answer.searched, answer.model_id
+        "{} window(s) of model {} searched ({})",
+        answer.searched,
+        answer.model_id,
+        answer.method.as_str()
     );
     for (model_id, windows) in &answer.skipped {
         eprintln!("{windows} window(s) of model {model_id} skipped: another model's embeddings cannot be compared");

@@ -228,3 +228,114 @@ fn hits_at(home: &Home, config: &Path, seconds: f64) -> i64 {
         .and_then(|h| h["segment_id"].as_i64())
         .expect("a window there")
 }
+
+/// The index answers as the exact scan does, also right after a SIGKILL (the index lags the
+/// database then, and the windows past its end are scanned exactly), and the writer fills
+/// in what it lacks when it starts again.
+#[test]
+fn the_index_answers_as_the_exact_scan_does_after_a_kill() {
+    let home = Home::new("a cat\na dog\na car\na tree\n");
+    let config = home.path("loop.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n[model]\ndir = {:?}\nthreads = 1\n\
+             [sampling]\nfps = 4.0\n[window]\nseconds = 1.0\n[[source]]\nname = \"loop\"\n\
+             uri = {:?}\nloop = true\n",
+            crate::common::tiny_model(),
+            crate::common::clips().join("h264.mkv"),
+        ),
+    )
+    .unwrap();
+    let windows = || -> i64 {
+        rusqlite::Connection::open(home.path("tags.db"))
+            .and_then(|c| c.query_row("SELECT count(*) FROM segments", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let mut daemon = crate::common::child::Daemon::start(&config, &[]);
+    crate::common::child::wait_until(std::time::Duration::from_secs(90), "160 windows", || {
+        windows() >= 160
+    });
+    let _ = daemon.child.kill();
+    let _ = daemon.child.wait();
+    let codes = home.path("tags.db-codes");
+    assert!(codes.exists(), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("search index built"),
+        "{}",
+        daemon.log()
+    );
+
+    let total = windows();
+    let answer = |args: &[&str]| {
+        let mut all = vec![
+            "search",
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            "--limit",
+            "10",
+        ];
+        all.extend_from_slice(args);
+        let o = home.cliptag(&all);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let ids: Vec<i64> = json_lines(&o.stdout)
+            .iter()
+            .map(|h| h["segment_id"].as_i64().unwrap())
+            .collect();
+        (ids, text(&o.stderr))
+    };
+    let mut compared = 0;
+    for like in [1, 60, 130, total - 1] {
+        let id = like.to_string();
+        let (indexed, said) = answer(&["--like", &id]);
+        let (exact, said_exact) = answer(&["--like", &id, "--exact"]);
+        assert!(
+            said.contains("(index)") && said_exact.contains("(exact scan)"),
+            "{said}{said_exact}"
+        );
+        // Every window is looked at, the ones the index lacks included.
+        assert!(
+            said.contains(&format!("{total} window(s)")),
+            "{said} ({total} windows)"
+        );
+        assert_eq!(indexed, exact, "--like {like}");
+        compared += 1;
+    }
+    assert_eq!(compared, 4);
+    let (indexed, _) = answer(&["a dog"]);
+    let (exact, _) = answer(&["a dog", "--exact"]);
+    assert_eq!(indexed, exact);
+
+    // A restart appends what the kill left out; the file then has a record per window.
+    let record = 8 + 8; // the tiny model's 24 dims fit one word
+    let before = std::fs::metadata(&codes).unwrap().len();
+    let mut daemon = crate::common::child::Daemon::start(&config, &[]);
+    crate::common::child::wait_until(
+        std::time::Duration::from_secs(60),
+        "a few more windows",
+        || windows() >= total + 20,
+    );
+    daemon.signal("TERM");
+    assert!(daemon
+        .wait_exit(std::time::Duration::from_secs(30))
+        .unwrap()
+        .success());
+    let bytes = std::fs::read(&codes).unwrap();
+    assert!(bytes.len() as u64 > before);
+    // The loop starts over at 0 s, so this run rewrote the first run's windows (same ids,
+    // new records): the file then holds each window at least once.
+    let in_file: std::collections::BTreeSet<i64> = bytes[4096..]
+        .chunks_exact(record)
+        .map(|r| i64::from_le_bytes(r[..8].try_into().unwrap()))
+        .collect();
+    let in_db: std::collections::BTreeSet<i64> = rusqlite::Connection::open(home.path("tags.db"))
+        .unwrap()
+        .prepare("SELECT id FROM segments")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(in_file, in_db, "{}", daemon.log());
+}

@@ -36,8 +36,10 @@
 //!   latest word on it, so status is one small read from any process.
 
 mod blob;
+pub mod codes;
 mod error;
 mod filter;
+mod indexer;
 mod ops;
 mod read;
 mod records;

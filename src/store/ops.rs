@@ -27,17 +27,25 @@ pub(super) enum Op {
     PutSourceState(Box<SourceStateRecord>),
 }
 
-/// `now`: the writer's clock, for rows that record when they were first seen.
-pub(super) fn apply(conn: &Connection, path: &Path, op: &Op, now: f64) -> Result<(), StoreError> {
+/// `now`: the writer's clock, for rows that record when they were first seen. Returns the
+/// id of a segment written (for the search index), `None` for the other ops.
+pub(super) fn apply(
+    conn: &Connection,
+    path: &Path,
+    op: &Op,
+    now: f64,
+) -> Result<Option<i64>, StoreError> {
     match op {
-        Op::RegisterModel(m) => register_model(conn, path, m, now),
+        Op::RegisterModel(m) => register_model(conn, path, m, now).map(|()| None),
         Op::PutTextEmbeddings { model_id, items } => {
-            put_text_embeddings(conn, path, model_id, items)
+            put_text_embeddings(conn, path, model_id, items).map(|()| None)
         }
-        Op::SetLabels { model_id, labels } => set_labels(conn, path, model_id, labels),
-        Op::WriteSegment(s) => write_segment(conn, path, s),
-        Op::MarkFileTagged(f) => mark_file_tagged(conn, path, f),
-        Op::PutSourceState(s) => put_source_state(conn, path, s),
+        Op::SetLabels { model_id, labels } => {
+            set_labels(conn, path, model_id, labels).map(|()| None)
+        }
+        Op::WriteSegment(s) => write_segment(conn, path, s).map(Some),
+        Op::MarkFileTagged(f) => mark_file_tagged(conn, path, f).map(|()| None),
+        Op::PutSourceState(s) => put_source_state(conn, path, s).map(|()| None),
     }
 }
 
@@ -235,7 +243,7 @@ fn validate_segment(path: &Path, s: &NewSegment, dim: usize) -> Result<(), Store
     Ok(())
 }
 
-fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<(), StoreError> {
+fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<i64, StoreError> {
     let dim = require_model(conn, path, &s.model_id)?;
     validate_segment(path, s, dim)?;
     let ctx = || format!("writing segment {}@{}ms", s.source, s.start_ms);
@@ -352,7 +360,7 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<(), S
         ])
         .map_err(err)?;
     }
-    Ok(())
+    Ok(segment_id)
 }
 
 /// Written after the file's last segment (the same queue keeps the order), so a file marked

@@ -153,6 +153,15 @@ pub struct WindowFilter {
     pub sources: Vec<String>,
     pub since: Option<TimeSpec>,
     pub until: Option<TimeSpec>,
+    /// Only windows with a greater id (those written after the search index's last).
+    pub after_id: Option<i64>,
+}
+
+impl WindowFilter {
+    /// Whether only the sources and times filter (the id bound aside).
+    pub fn picks_everything(&self) -> bool {
+        self.sources.is_empty() && self.since.is_none() && self.until.is_none()
+    }
 }
 
 /// One match of one segment; [`super::Store::query`] orders them by wall-clock start,

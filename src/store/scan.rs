@@ -6,6 +6,9 @@
 //! of the others is reported, because cosines of two models cannot be compared.
 
 use rusqlite::types::Value;
+use rusqlite::OptionalExtension;
+
+use super::blob::blob_to_f32s;
 
 use super::error::StoreError;
 use super::filter::Where;
@@ -37,10 +40,7 @@ impl Store {
         mut each: impl FnMut(i64, &[f32]),
     ) -> Result<u64, StoreError> {
         let err = |e| StoreError::sqlite(self.path(), "scanning window embeddings", e);
-        let mut w = Where::new();
-        w.any_of(vec![("s.model_id = ?", Value::Text(model_id.to_string()))]);
-        w.sources(&filter.sources);
-        w.overlapping(filter.since, filter.until);
+        let w = picked(model_id, filter);
         let mut st = self
             .conn()
             .prepare(&format!(
@@ -73,6 +73,47 @@ impl Store {
         Ok(count)
     }
 
+    /// The ids of the windows of `model_id` that `filter` picks.
+    pub fn window_ids(
+        &self,
+        model_id: &str,
+        filter: &WindowFilter,
+    ) -> Result<Vec<i64>, StoreError> {
+        let err = |e| StoreError::sqlite(self.path(), "listing windows", e);
+        let w = picked(model_id, filter);
+        let mut st = self
+            .conn()
+            .prepare(&format!(
+                "SELECT s.id FROM segments s JOIN sources so ON so.id = s.source_id{}",
+                w.sql
+            ))
+            .map_err(err)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(w.args), |r| r.get(0))
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// The embeddings of these windows; ids no longer stored are left out.
+    pub fn embeddings_by_id(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<f32>)>, StoreError> {
+        let err = |e| StoreError::sqlite(self.path(), "reading window embeddings", e);
+        let mut st = self
+            .conn()
+            .prepare_cached("SELECT embedding FROM segments WHERE id = ?1")
+            .map_err(err)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let blob: Option<Vec<u8>> = st.query_row([id], |r| r.get(0)).optional().map_err(err)?;
+            if let Some(blob) = blob {
+                let e = blob_to_f32s(&blob).map_err(|e| {
+                    StoreError::bad_data(self.path(), format!("embedding of segment {id}: {e}"))
+                })?;
+                out.push((id, e));
+            }
+        }
+        Ok(out)
+    }
+
     /// These windows, whole, in the order of `ids`; ids no longer stored are left out.
     pub fn segments_by_id(&self, ids: &[i64]) -> Result<Vec<SegmentRow>, StoreError> {
         let mut w = Where::new();
@@ -88,4 +129,16 @@ impl Store {
         rows.sort_by_key(|r| ids.iter().position(|&id| id == r.id));
         Ok(rows)
     }
+}
+
+/// The WHERE clause for the windows of `model_id` that `filter` picks.
+fn picked(model_id: &str, filter: &WindowFilter) -> Where {
+    let mut w = Where::new();
+    w.any_of(vec![("s.model_id = ?", Value::Text(model_id.to_string()))]);
+    w.sources(&filter.sources);
+    w.overlapping(filter.since, filter.until);
+    if let Some(id) = filter.after_id {
+        w.any_of(vec![("s.id > ?", Value::Integer(id))]);
+    }
+    w
 }

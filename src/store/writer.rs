@@ -21,6 +21,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::error::StoreError;
+use super::indexer::Indexer;
 use super::ops::{apply, Op};
 use super::records::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord, TaggedFile};
 use super::retention::{self, Retention, RetentionReport};
@@ -177,6 +178,7 @@ impl StoreWriter {
             path: path.to_path_buf(),
             options,
             shared: shared.clone(),
+            indexer: None,
             stats: WriterStats::default(),
             first_error: None,
         };
@@ -372,6 +374,8 @@ struct Worker {
     path: PathBuf,
     options: WriterOptions,
     shared: Arc<Shared>,
+    /// The search index's upkeep; made when the thread starts.
+    indexer: Option<Indexer>,
     stats: WriterStats,
     first_error: Option<StoreError>,
 }
@@ -380,10 +384,13 @@ struct Worker {
 struct BatchOutcome {
     segments: u64,
     failures: Vec<StoreError>,
+    /// Segments committed: (id, index of its op), for the search index.
+    written: Vec<(i64, usize)>,
 }
 
 impl Worker {
     fn run(&mut self, rx: crossbeam_channel::Receiver<Msg>) {
+        self.indexer = Some(Indexer::start(&self.conn, &self.path));
         let interval = Some(self.options.retention_interval)
             .filter(|i| !i.is_zero() && self.options.retention.limits_anything());
         let mut next_retention = interval.map(|i| Instant::now() + i);
@@ -509,7 +516,7 @@ impl Worker {
             let now = self.options.clock.now();
             match try_batch(&mut self.conn, &self.path, ops, now) {
                 Ok(outcome) => {
-                    self.committed(outcome);
+                    self.committed(ops, outcome);
                     return;
                 }
                 Err(e) if e.is_busy() && attempt < BATCH_ATTEMPTS => {
@@ -518,7 +525,7 @@ impl Worker {
                 }
                 Err(e) if e.is_out_of_space() => {
                     match self.hold_until_room(ops, e) {
-                        Ok(outcome) => self.committed(outcome),
+                        Ok(outcome) => self.committed(ops, outcome),
                         Err(e) => self.fail(e, ops.len() as u64),
                     }
                     return;
@@ -541,7 +548,10 @@ impl Worker {
         }
     }
 
-    fn committed(&mut self, outcome: BatchOutcome) {
+    fn committed(&mut self, ops: &[Op], outcome: BatchOutcome) {
+        if let Some(indexer) = &mut self.indexer {
+            indexer.after_batch(&self.conn, &self.path, ops, &outcome.written);
+        }
         self.stats.transactions += 1;
         self.stats.segments_written += outcome.segments;
         for e in outcome.failures {
@@ -679,13 +689,14 @@ fn try_batch(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| batch_err("starting", e))?;
     let mut outcome = BatchOutcome::default();
-    for op in ops {
+    for (index, op) in ops.iter().enumerate() {
         let sp = tx.savepoint().map_err(|e| batch_err("writing", e))?;
         match apply(&sp, path, op, now) {
-            Ok(()) => {
+            Ok(id) => {
                 sp.commit().map_err(|e| batch_err("writing", e))?;
-                if matches!(op, Op::WriteSegment(_)) {
+                if let Some(id) = id {
                     outcome.segments += 1;
+                    outcome.written.push((id, index));
                 }
             }
             Err(e) => {

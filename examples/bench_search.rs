@@ -1,0 +1,355 @@
+//! Search at scale, for scripts/bench-search.sh: makes big databases of generated window
+//! embeddings, and compares ways to rank them on the same data.
+//!
+//!   bench_search gen --db FILE --windows N [--dim 512] [--seed 1]
+//!   bench_search index --db FILE           (build the search index of an existing one)
+//!   bench_search compare --windows N [--dim 512] [--queries 200] [--seed 1]
+//!
+//! The data: unit vectors with the structure of CLIP window embeddings on an edge box —
+//! a direction every window shares (CLIP's image embeddings all lie in a narrow cone),
+//! 16 cameras with 64 recurring scenes each, and per-window noise; queries lie near a
+//! scene, as a text or a photo of something seen does. Random numbers are fine for speed;
+//! recall is measured against the exact scan of the same vectors.
+//!
+//! `gen` writes a real cliptag database (the crate's own schema and migrations) with one
+//! model, 16 sources of 10 s windows and no matches, in transactions of 10 000 windows.
+//! `compare` holds everything in memory and times, per query (one thread):
+//! - `exact`: the f32 dot product with every window (what `cliptag search` does now,
+//!   less the reading from SQLite);
+//! - `int8`: one byte per dimension and a scale per window, exact rescoring of the best 100;
+//! - `bits+rescore R`: one sign bit per dimension of the window minus the data's mean
+//!   (64 B at 512 dims), Hamming distance to the query's bits, the best R rescored exactly;
+//! - `bits-asym+rescore R`: the same bits scored against the f32 query (a table per byte),
+//!   the best R rescored exactly.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rusqlite::params;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*: plenty for test data, and no dependency.
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn uniform(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+    }
+    fn normal(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    }
+    fn gaussian(&mut self, dim: usize) -> Vec<f32> {
+        (0..dim).map(|_| self.normal()).collect()
+    }
+}
+
+fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+fn mix(parts: &[(f32, &[f32])]) -> Vec<f32> {
+    let mut out = vec![0.0; parts[0].1.len()];
+    for (w, v) in parts {
+        out.iter_mut().zip(*v).for_each(|(o, x)| *o += w * x);
+    }
+    normalized(out)
+}
+
+const SOURCES: usize = 16;
+const SCENES: usize = 64;
+
+struct World {
+    common: Vec<f32>,
+    scenes: Vec<Vec<f32>>,
+}
+
+impl World {
+    fn new(rng: &mut Rng, dim: usize) -> World {
+        World {
+            common: normalized(rng.gaussian(dim)),
+            scenes: (0..SOURCES * SCENES)
+                .map(|_| normalized(rng.gaussian(dim)))
+                .collect(),
+        }
+    }
+
+    /// Window `i`: its camera's scene of the moment, plus noise.
+    fn window(&self, rng: &mut Rng, i: usize) -> Vec<f32> {
+        let source = i % SOURCES;
+        let scene = source * SCENES + (rng.next() as usize % SCENES);
+        let noise = normalized(rng.gaussian(self.common.len()));
+        mix(&[
+            (0.75, &self.common),
+            (0.55, &self.scenes[scene]),
+            (0.35, &noise),
+        ])
+    }
+
+    /// A query near some scene, less like it than its own windows are.
+    fn query(&self, rng: &mut Rng) -> Vec<f32> {
+        let scene = rng.next() as usize % self.scenes.len();
+        let noise = normalized(rng.gaussian(self.common.len()));
+        mix(&[
+            (0.5, &self.common),
+            (0.5, &self.scenes[scene]),
+            (0.6, &noise),
+        ])
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: Option<T>) -> Result<T> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{name} wants a value")),
+        None => default.with_context(|| format!("{name} is required")),
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("index") {
+        return index(&arg::<String>(&args, "--db", None)?);
+    }
+    let windows: usize = arg(&args, "--windows", None)?;
+    let dim: usize = arg(&args, "--dim", Some(512))?;
+    let seed: u64 = arg(&args, "--seed", Some(1))?;
+    match args.first().map(String::as_str) {
+        Some("gen") => generate(&arg::<String>(&args, "--db", None)?, windows, dim, seed),
+        Some("compare") => compare(windows, dim, arg(&args, "--queries", Some(200))?, seed),
+        _ => bail!("usage: bench_search gen --db FILE --windows N | compare --windows N"),
+    }
+}
+
+fn generate(db: &str, windows: usize, dim: usize, seed: u64) -> Result<()> {
+    let started = Instant::now();
+    drop(cliptag::store::Store::open(std::path::Path::new(db))?);
+    let mut conn = rusqlite::Connection::open(db)?;
+    let mut rng = Rng(seed.max(1));
+    let world = World::new(&mut rng, dim);
+    let model = format!("bench-{dim}");
+    conn.execute(
+        "INSERT OR IGNORE INTO models (id, path, embedding_dim, first_seen) VALUES (?1, '/nonexistent', ?2, 0)",
+        params![model, dim as i64],
+    )?;
+    for s in 0..SOURCES {
+        conn.execute(
+            "INSERT OR IGNORE INTO sources (name, uri, kind) VALUES (?1, ?2, 'live')",
+            params![format!("cam{s:02}"), format!("rtsp://cam{s:02}/stream")],
+        )?;
+    }
+    let source_ids: Vec<i64> = (0..SOURCES)
+        .map(|s| {
+            conn.query_row(
+                "SELECT id FROM sources WHERE name = ?1",
+                [format!("cam{s:02}")],
+                |r| r.get(0),
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let t0 = 1.7e9;
+    for chunk in (0..windows).collect::<Vec<_>>().chunks(10_000) {
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO segments (source_id, model_id, start_ms, end_ms, processed_at, \
+                 frame_count, keyframes_ms, clip_calls, embedding, wall_start, wall_end) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 10, '[]', 1, ?6, ?7, ?8)",
+            )?;
+            for &i in chunk {
+                let v = world.window(&mut rng, i);
+                let slot = (i / SOURCES) as i64;
+                let start = t0 + slot as f64 * 10.0;
+                st.execute(params![
+                    source_ids[i % SOURCES],
+                    model,
+                    slot * 10_000,
+                    slot * 10_000 + 10_000,
+                    start + 10.0,
+                    cliptag::store::f32s_to_blob(&v),
+                    start,
+                    start + 10.0
+                ])?;
+            }
+        }
+        tx.commit()?;
+    }
+    println!(
+        "{db}: {windows} windows of {dim} dims inserted in {:.1} s ({} bytes)",
+        started.elapsed().as_secs_f64(),
+        std::fs::metadata(db)?.len(),
+    );
+    drop(conn);
+    index(db)
+}
+
+/// The writer builds the search index when it starts on a database without one.
+fn index(db: &str) -> Result<()> {
+    let started = Instant::now();
+    let db = std::path::Path::new(db);
+    cliptag::store::StoreWriter::spawn(db)?.close()?;
+    let codes = std::fs::metadata(cliptag::store::codes::codes_path(db))?.len();
+    let windows = cliptag::store::Store::open_existing(db)?.segment_count()?;
+    println!(
+        "{}: search index built in {:.1} s: {codes} bytes, {:.0} per window",
+        db.display(),
+        started.elapsed().as_secs_f64(),
+        codes as f64 / windows.max(1) as f64
+    );
+    Ok(())
+}
+
+fn compare(windows: usize, dim: usize, queries: usize, seed: u64) -> Result<()> {
+    let mut rng = Rng(seed.max(1));
+    let world = World::new(&mut rng, dim);
+    let data: Vec<f32> = (0..windows)
+        .flat_map(|i| world.window(&mut rng, i))
+        .collect();
+    let qs: Vec<Vec<f32>> = (0..queries).map(|_| world.query(&mut rng)).collect();
+    let row = |i: usize| &data[i * dim..(i + 1) * dim];
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let k = 10;
+
+    // The exact answers, which recall is measured against.
+    let exact = |q: &[f32]| -> Vec<usize> {
+        let mut scored: Vec<(f32, usize)> = (0..windows).map(|i| (dot(q, row(i)), i)).collect();
+        scored.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
+        let mut top: Vec<(f32, usize)> = scored[..k].to_vec();
+        top.sort_by(|a, b| b.0.total_cmp(&a.0));
+        top.into_iter().map(|(_, i)| i).collect()
+    };
+    let rescore = |q: &[f32], candidates: &mut Vec<(f32, usize)>, r: usize| -> Vec<usize> {
+        let r = r.min(candidates.len());
+        candidates.select_nth_unstable_by(r - 1, |a, b| b.0.total_cmp(&a.0));
+        let mut top: Vec<(f32, usize)> = candidates[..r]
+            .iter()
+            .map(|&(_, i)| (dot(q, row(i)), i))
+            .collect();
+        top.sort_by(|a, b| b.0.total_cmp(&a.0));
+        top.into_iter().take(k).map(|(_, i)| i).collect()
+    };
+
+    // int8, a scale per window.
+    let int8: Vec<(f32, Vec<i8>)> = (0..windows)
+        .map(|i| {
+            let v = row(i);
+            let m = v.iter().fold(0f32, |a, x| a.max(x.abs())).max(1e-12);
+            (
+                m / 127.0,
+                v.iter().map(|x| (x / m * 127.0).round() as i8).collect(),
+            )
+        })
+        .collect();
+    // Sign bits of the centred vectors.
+    let mut mean = vec![0f32; dim];
+    for i in 0..windows {
+        mean.iter_mut()
+            .zip(row(i))
+            .for_each(|(m, x)| *m += x / windows as f32);
+    }
+    let words = dim.div_ceil(64);
+    let bits_of = |v: &[f32]| -> Vec<u64> {
+        let mut out = vec![0u64; words];
+        for (d, (x, m)) in v.iter().zip(&mean).enumerate() {
+            if x - m > 0.0 {
+                out[d / 64] |= 1 << (d % 64);
+            }
+        }
+        out
+    };
+    let codes: Vec<u64> = (0..windows).flat_map(|i| bits_of(row(i))).collect();
+
+    let truth: Vec<Vec<usize>> = qs.iter().map(|q| exact(q)).collect();
+    let report = |name: &str, bytes: usize, run: &dyn Fn(&[f32]) -> Vec<usize>| {
+        let mut times = Vec::new();
+        let mut hits = 0;
+        for (q, want) in qs.iter().zip(&truth) {
+            let t = Instant::now();
+            let got = run(q);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            hits += got.iter().filter(|i| want.contains(i)).count();
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {windows} | {name} | {bytes} | {:.2} | {:.2} | {:.3} |",
+            times[times.len() / 2],
+            times[times.len() * 99 / 100],
+            hits as f64 / (k * qs.len()) as f64
+        );
+    };
+    println!("| windows | method | bytes/window | p50 ms | p99 ms | recall@10 |");
+    println!("|---|---|---|---|---|---|");
+    report("exact f32", dim * 4, &|q| exact(q));
+    report("int8 + rescore 100", dim + 4, &|q| {
+        let qi: Vec<f32> = q.to_vec();
+        let mut c: Vec<(f32, usize)> = int8
+            .iter()
+            .enumerate()
+            .map(|(i, (s, v))| {
+                (
+                    s * v.iter().zip(&qi).map(|(a, b)| *a as f32 * b).sum::<f32>(),
+                    i,
+                )
+            })
+            .collect();
+        rescore(q, &mut c, 100)
+    });
+    for r in [100, 400, 1000] {
+        report(&format!("bits + rescore {r}"), words * 8, &|q| {
+            let qb = bits_of(q);
+            let mut c: Vec<(f32, usize)> = codes
+                .chunks_exact(words)
+                .enumerate()
+                .map(|(i, w)| {
+                    let d: u32 = w.iter().zip(&qb).map(|(a, b)| (a ^ b).count_ones()).sum();
+                    (-(d as f32), i)
+                })
+                .collect();
+            rescore(q, &mut c, r)
+        });
+    }
+    for r in [100, 400] {
+        report(&format!("bits-asym + rescore {r}"), words * 8, &|q| {
+            // One table per byte of code: the query's centred values summed over the set bits.
+            let centred: Vec<f32> = q.iter().zip(&mean).map(|(x, m)| x - m).collect();
+            let tables: Vec<[f32; 256]> = centred
+                .chunks(8)
+                .map(|chunk| {
+                    let mut t = [0f32; 256];
+                    for (byte, slot) in t.iter_mut().enumerate() {
+                        *slot = chunk
+                            .iter()
+                            .enumerate()
+                            .map(|(b, x)| if byte >> b & 1 == 1 { *x } else { -*x })
+                            .sum();
+                    }
+                    t
+                })
+                .collect();
+            let mut c: Vec<(f32, usize)> = codes
+                .chunks_exact(words)
+                .enumerate()
+                .map(|(i, w)| {
+                    let mut s = 0f32;
+                    for (wi, word) in w.iter().enumerate() {
+                        for b in 0..8 {
+                            s += tables[wi * 8 + b][(word >> (8 * b) & 0xff) as usize];
+                        }
+                    }
+                    (s, i)
+                })
+                .collect();
+            rescore(q, &mut c, r)
+        });
+    }
+    Ok(())
+}
