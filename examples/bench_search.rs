@@ -3,6 +3,7 @@
 //!
 //!   bench_search gen --db FILE --windows N [--dim 512] [--seed 1]
 //!   bench_search index --db FILE           (build the search index of an existing one)
+//!   bench_search backfill --db FILE [--labels 20]   (rescore every window: windows/s)
 //!   bench_search compare --windows N [--dim 512] [--queries 200] [--seed 1]
 //!
 //! The data: unit vectors with the structure of CLIP window embeddings on an edge box —
@@ -120,6 +121,12 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("index") {
         return index(&arg::<String>(&args, "--db", None)?);
     }
+    if args.first().map(String::as_str) == Some("backfill") {
+        return backfill(
+            &arg::<String>(&args, "--db", None)?,
+            arg(&args, "--labels", Some(20))?,
+        );
+    }
     let windows: usize = arg(&args, "--windows", None)?;
     let dim: usize = arg(&args, "--dim", Some(512))?;
     let seed: u64 = arg(&args, "--seed", Some(1))?;
@@ -205,6 +212,71 @@ fn index(db: &str) -> Result<()> {
         started.elapsed().as_secs_f64(),
         codes as f64 / windows.max(1) as f64
     );
+    Ok(())
+}
+
+/// A label set of `n` labels (random directions near the data, as text embeddings are
+/// near image ones only loosely) made the model's, then every window rescored with it
+/// through the daemon's own backfill, timed to the last commit.
+fn backfill(db: &str, n: usize) -> Result<()> {
+    use cliptag::classify::{Label, LabelSet};
+    use cliptag::store::{LabelRecord, Store, StoreWriter};
+    let path = std::path::Path::new(db);
+    let store = Store::open_existing(path)?;
+    let (model, _) = store
+        .models_with_windows()?
+        .pop()
+        .context("the database has no windows")?;
+    let dim = store
+        .models()?
+        .iter()
+        .find(|m| m.id == model)
+        .map(|m| m.embedding_dim)
+        .unwrap_or(512);
+    let mut rng = Rng(7);
+    let labels: Vec<Label> = (0..n)
+        .map(|i| Label {
+            text: format!("label {i}"),
+            prompts: vec![format!("a photo of label {i}")],
+        })
+        .collect();
+    let embeddings: Vec<Vec<f32>> = (0..n).map(|_| normalized(rng.gaussian(dim))).collect();
+    let writer = StoreWriter::spawn(path)?;
+    writer.set_labels(
+        &model,
+        labels
+            .iter()
+            .zip(&embeddings)
+            .map(|(l, e)| LabelRecord {
+                text: l.text.clone(),
+                prompts: l.prompts.clone(),
+                embedding: e.clone(),
+            })
+            .collect(),
+    )?;
+    writer.flush()?;
+    let set = LabelSet {
+        labels,
+        embeddings,
+        head: None,
+    };
+    let started = Instant::now();
+    let report = cliptag::daemon::backfill::backfill(
+        &store,
+        &writer,
+        &model,
+        &set,
+        &cliptag::classify::ClassifyConfig::default(),
+        &std::sync::atomic::AtomicBool::new(false),
+    )?;
+    writer.flush()?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "backfill of {} windows with {n} labels: {seconds:.1} s, {:.0} windows/s (committed)",
+        report.windows,
+        report.windows as f64 / seconds
+    );
+    writer.close()?;
     Ok(())
 }
 

@@ -21,8 +21,15 @@ bin=target/release/cliptag
 gen=target/release/examples/bench_search
 
 echo "## In memory, one thread, 100 queries per method"
+first=1
 for n in "${sizes[@]}"; do
-    "$gen" compare --windows "$n" --queries 100 | { [[ $n == "${sizes[0]}" ]] && cat || tail -n +3; }
+    # The exact reference holds every vector in memory: 2 KB a window.
+    if ((n > 2000000)); then
+        echo "($n windows: not compared in memory, the exact reference would need $((n * 2 / 1000000)) GB)"
+        continue
+    fi
+    "$gen" compare --windows "$n" --queries 100 | { ((first)) && cat || tail -n +3; }
+    first=0
 done
 
 echo

@@ -57,8 +57,11 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// List labels, their prompts, and whether their embeddings are cached.
+    /// List labels, their prompts, and whether their embeddings are cached; `labels
+    /// backfill` rescores the stored windows with the labels file as it is now.
     Labels {
+        #[command(subcommand)]
+        action: Option<LabelsAction>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -90,6 +93,18 @@ enum Command {
         /// Texts to embed
         #[arg(required = true, value_name = "TEXT")]
         texts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabelsAction {
+    /// Rescore every stored window of the config's model with the labels file as it is
+    /// now, from the stored embeddings: no video is needed. Resumable; a running daemon
+    /// does the same on SIGHUP.
+    Backfill {
+        /// The config [default: $CLIPTAG_CONFIG, else /etc/cliptag/cliptag.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -274,7 +289,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Query(args) => query(args),
         Command::Search(args) => search(args),
         Command::Status { db, output } => status(db, Format::of(output.json, output.csv)),
-        Command::Labels { db } => labels(db),
+        Command::Labels {
+            action: Some(LabelsAction::Backfill { config }),
+            ..
+        } => labels_backfill(config),
+        Command::Labels { action: None, db } => labels(db),
         Command::Model {
             command: ModelCommand::Check { model },
         } => {
@@ -588,6 +607,22 @@ fn status(db: DbArgs, format: Format) -> Result<ExitCode> {
         }
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn labels_backfill(config: Option<PathBuf>) -> Result<ExitCode> {
+    let Some(path) = config_path(&config) else {
+        anyhow::bail!("name the config with --config FILE (or set CLIPTAG_CONFIG; /etc/cliptag/cliptag.toml does not exist)");
+    };
+    let config = Config::load(&path)?;
+    let report = daemon::backfill::backfill_stored(&config)?;
+    println!(
+        "rescored {} window(s) with the labels of {} in {:.2} s ({:.0} windows/s)",
+        report.windows,
+        config.labels_path.display(),
+        report.seconds,
+        report.windows as f64 / report.seconds.max(1e-9)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -227,7 +227,7 @@ fn min_free_deletes_the_oldest_windows_to_make_room() {
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
     let reserve = home.path("disk/tags.db-reserve");
-    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 512 * 1024);
+    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1024 * 1024);
 
     // History: the real windows copied back in time, a day per copy, so the
     // database holds far more than min_free_mb of old windows.
@@ -306,17 +306,21 @@ fn min_free_deletes_the_oldest_windows_to_make_room() {
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
     let log = daemon.log();
-    // The filler took every byte at once: the next commit failed, the reserve gave
-    // retention its room, and the pause ended by itself.
-    for line in [
-        "tagging paused",
-        "deleted the reserve file",
-        "disk space is back",
-        "reserve file written",
-    ] {
-        assert!(log.contains(line), "no {line:?} in the log:\n{log}");
+    // The filler took every byte at once. Either the writer's check after a batch saw
+    // the disk short and retention made room before a commit failed, or a commit failed
+    // first: then tagging paused, the reserve file gave retention its room, and the pause
+    // ended by itself with the reserve written again. Both are right; which one comes
+    // first depends on how much room the WAL had left.
+    if log.contains("tagging paused") {
+        for line in [
+            "deleted the reserve file",
+            "disk space is back",
+            "reserve file written",
+        ] {
+            assert!(log.contains(line), "no {line:?} in the log:\n{log}");
+        }
     }
-    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 512 * 1024);
+    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1024 * 1024);
 
     let c = db(&home);
     let old_after = old_times(&c);

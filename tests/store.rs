@@ -67,6 +67,7 @@ fn seg(source: &str, start_ms: i64, matches: &[(&str, u32, f32)]) -> NewSegment 
                 probability,
             })
             .collect(),
+        label_set: Some("set-1".into()),
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod backfill;
 mod clip_reference;
 mod daemon;
 mod device;

@@ -29,6 +29,7 @@
 //! - WATCHDOG=1 goes out only while the inference thread, every running source and the
 //!   writer are making progress.
 
+pub mod backfill;
 pub mod backoff;
 pub mod config;
 pub mod control;

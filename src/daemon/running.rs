@@ -63,6 +63,8 @@ impl Running {
             labels_path: config.labels_path.clone(),
             beat: inference_beat.clone(),
             abort: abort.clone(),
+            classify: config.classify.clone(),
+            backfill: None,
         };
         let worker = std::thread::Builder::new()
             .name("cliptag-inference".into())

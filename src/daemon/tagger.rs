@@ -217,17 +217,7 @@ impl<E: ImageEmbedder> Tagger<E> {
             Aggregation::Max => self.labels.score_max(&reference.frame_embeddings),
             Aggregation::Mean | Aggregation::Grid => self.labels.score(&reference.embedding),
         };
-        let matches = scores
-            .into_iter()
-            .take(self.top_k)
-            .filter(|s| s.probability >= self.min_probability)
-            .map(|s| NewMatch {
-                label: s.label,
-                rank: s.rank,
-                cosine: s.cosine,
-                probability: s.probability,
-            })
-            .collect();
+        let matches = stored_matches(scores, self.top_k, self.min_probability);
         Ok(NewSegment {
             source: job.source,
             source_uri: job.source_uri,
@@ -244,6 +234,27 @@ impl<E: ImageEmbedder> Tagger<E> {
             clip_calls,
             embedding: reference.embedding.clone(),
             matches,
+            label_set: Some(self.labels.fingerprint()),
         })
     }
+}
+
+/// The scores a window keeps: the best `top_k`, none below `min_probability`. The tagger
+/// and a backfill keep the same.
+pub(super) fn stored_matches(
+    scores: Vec<crate::classify::LabelScore>,
+    top_k: usize,
+    min_probability: f32,
+) -> Vec<NewMatch> {
+    scores
+        .into_iter()
+        .take(top_k)
+        .filter(|s| s.probability >= min_probability)
+        .map(|s| NewMatch {
+            label: s.label,
+            rank: s.rank,
+            cosine: s.cosine,
+            probability: s.probability,
+        })
+        .collect()
 }

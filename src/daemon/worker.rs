@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
+use super::backfill::backfill;
 use super::error::RunError;
 use super::labels::prepare_labels;
 use super::status::StageBeat;
@@ -46,6 +47,10 @@ pub(super) struct InferenceWorker {
     pub beat: Arc<StageBeat>,
     /// Set when the shutdown deadline passed: drop what is queued and end.
     pub abort: Arc<AtomicBool>,
+    /// The `[classify]` settings in force (a reload may change them).
+    pub classify: ClassifyConfig,
+    /// The backfill under way, if any: its stop flag and thread.
+    pub backfill: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl InferenceWorker {
@@ -56,6 +61,8 @@ impl InferenceWorker {
     ) -> InferenceOutcome {
         let mut outcome = InferenceOutcome::default();
         let mut control = Some(control);
+        // Labels edited while the daemon was stopped: the past is rescored now.
+        self.start_backfill();
         let never = crossbeam_channel::never();
         loop {
             self.beat.beat();
@@ -100,8 +107,48 @@ impl InferenceWorker {
                 default(Duration::from_millis(200)) => {}
             }
         }
+        self.stop_backfill();
         outcome.labels = self.tagger.labels.labels.len();
         outcome
+    }
+
+    /// Rescores, on a thread of its own, the stored windows the label set in force did not
+    /// score (see `backfill.rs`); a backfill of an older label set is stopped first.
+    fn start_backfill(&mut self) {
+        self.stop_backfill();
+        let store = match Store::open_existing(self.writer.path()) {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::error!("backfill not started: {e}");
+                return;
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (writer, labels, classify, model_id, flag) = (
+            self.writer.clone(),
+            self.tagger.labels.clone(),
+            self.classify.clone(),
+            self.tagger.model_id.clone(),
+            stop.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("cliptag-backfill".into())
+            .spawn(move || {
+                if let Err(e) = backfill(&store, &writer, &model_id, &labels, &classify, &flag) {
+                    tracing::error!("backfill stopped: {e}");
+                }
+            });
+        match spawned {
+            Ok(handle) => self.backfill = Some((stop, handle)),
+            Err(e) => tracing::error!("backfill not started: {e}"),
+        }
+    }
+
+    fn stop_backfill(&mut self) {
+        if let Some((stop, handle)) = self.backfill.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = handle.join();
+        }
     }
 
     fn tag_and_write(
@@ -185,6 +232,8 @@ impl InferenceWorker {
                     self.labels_path.display()
                 );
                 self.tagger.labels = labels;
+                self.classify = classify.clone();
+                self.start_backfill();
             }
             Err(e) => tracing::error!(
                 "labels not reloaded, the previous {} labels stay in force: {e}",

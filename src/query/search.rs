@@ -241,20 +241,14 @@ pub fn search(
                 .map(|ids| ids.into_iter().collect());
             let mut bits = Vec::new();
             index.space.encode(query, &mut bits);
-            let words = index.space.words();
-            let mut near = TopK::new(RESCORE_MIN.max(index.ids.len() / 1000).max(limit * 10));
+            let mut near = TopK::new(RESCORE_MIN.max(index.len() / 1000).max(limit * 10));
             let mut indexed = 0u64;
-            for (id, code) in index.ids.iter().zip(index.words.chunks_exact(words)) {
-                if allowed.as_ref().is_some_and(|a| !a.contains(id)) {
+            for (id, code) in index.records() {
+                if allowed.as_ref().is_some_and(|a| !a.contains(&id)) {
                     continue;
                 }
                 indexed += 1;
-                let distance: u32 = code
-                    .iter()
-                    .zip(&bits)
-                    .map(|(a, b)| (a ^ b).count_ones())
-                    .sum();
-                near.offer(*id, -(distance as f32));
+                near.offer(id, -(codes::hamming(code, &bits) as f32));
             }
             // A window rewritten by a re-run has two records: score it once.
             let mut candidates: Vec<i64> =
@@ -284,11 +278,13 @@ pub fn search(
             })
         })
         .collect();
-    let skipped = store
-        .windows_per_model()?
-        .into_iter()
-        .filter(|(m, _)| m != model_id)
-        .collect();
+    let mut skipped = Vec::new();
+    for (other, _) in store.models_with_windows()? {
+        if other != model_id {
+            let n = store.windows_of_model(&other)?;
+            skipped.push((other, n));
+        }
+    }
     Ok(SearchAnswer {
         model_id: model_id.to_string(),
         method,
@@ -301,13 +297,7 @@ pub fn search(
 /// The model a database's windows were last tagged with: the newest of its models that
 /// has windows (a new generation is added after the old one).
 pub fn current_model(store: &Store) -> Result<Option<(String, String)>, StoreError> {
-    let counts = store.windows_per_model()?;
-    Ok(store
-        .models()?
-        .into_iter()
-        .rev()
-        .find(|m| counts.iter().any(|(id, _)| id == &m.id))
-        .map(|m| (m.id, m.path)))
+    Ok(store.models_with_windows()?.pop())
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -114,20 +114,57 @@ impl CodeSpace {
     }
 }
 
-/// Every record of a code file, read at once.
+/// Every record of a code file, read at once and scanned where it lies (no copy).
 #[derive(Debug, Clone)]
 pub struct Codes {
     pub space: CodeSpace,
-    pub ids: Vec<i64>,
-    /// `ids.len() * space.words()` words.
-    pub words: Vec<u64>,
+    bytes: Vec<u8>,
+    /// Where the first record starts, and how many whole records follow.
+    start: usize,
+    count: usize,
 }
 
 impl Codes {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// (window id, code bytes) of every record, in file order.
+    pub fn records(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        self.bytes[self.start..]
+            .chunks_exact(self.space.record_len())
+            .take(self.count)
+            .map(|r| (le_i64(&r[..8]), &r[8..]))
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.records().map(|(id, _)| id)
+    }
+
     /// The highest window id the file has a code for (0 when none).
     pub fn last_id(&self) -> i64 {
-        self.ids.iter().copied().max().unwrap_or(0)
+        self.ids().max().unwrap_or(0)
     }
+}
+
+/// Bits that differ between a code (as stored) and a query's code words.
+pub fn hamming(code: &[u8], query: &[u64]) -> u32 {
+    code.chunks_exact(8)
+        .zip(query)
+        .map(|(c, q)| (le_u64(c) ^ q).count_ones())
+        .sum()
+}
+
+fn le_i64(b: &[u8]) -> i64 {
+    le_u64(b) as i64
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 /// The header of `<db>-codes`, if there is a readable one.
@@ -150,20 +187,13 @@ pub fn read(db: &Path) -> Option<Codes> {
     let bytes = std::fs::read(codes_path(db)).ok()?;
     let space = CodeSpace::parse(&bytes)?;
     let start = header_len(space.dim()) as usize;
-    let body = bytes.get(start..)?;
-    let len = space.record_len();
-    let n = body.len() / len;
-    let mut ids = Vec::with_capacity(n);
-    let mut words = Vec::with_capacity(n * space.words());
-    for record in body.chunks_exact(len) {
-        ids.push(i64::from_le_bytes(record[..8].try_into().ok()?));
-        words.extend(
-            record[8..]
-                .chunks_exact(8)
-                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))),
-        );
-    }
-    Some(Codes { space, ids, words })
+    let count = bytes.len().checked_sub(start)? / space.record_len();
+    Some(Codes {
+        space,
+        bytes,
+        start,
+        count,
+    })
 }
 
 /// A new file for `space`, written to a temporary name and renamed over the old one when
@@ -280,17 +310,20 @@ mod tests {
             .unwrap();
         f.write_all(&[9, 9, 9]).unwrap();
         drop(f);
-        assert_eq!(read(&db).unwrap().ids, vec![1]);
+        assert_eq!(read(&db).unwrap().ids().collect::<Vec<_>>(), vec![1]);
         append(&db, &space, [(7, b.as_slice())]).unwrap();
         let codes = read(&db).unwrap();
         assert_eq!(codes.space, space);
-        assert_eq!(codes.ids, vec![1, 7]);
+        assert_eq!(codes.ids().collect::<Vec<_>>(), vec![1, 7]);
         assert_eq!(codes.last_id(), 7);
-        assert_eq!(codes.words.len(), 2 * 2);
+        let records: Vec<(i64, &[u8])> = codes.records().collect();
+        assert_eq!(records.len(), 2);
         // Dimension d's bit is set where the value is above the centre.
-        assert_eq!(codes.words[0] & 0b1111, 0b1001);
-        assert_eq!(codes.words[0] ^ codes.words[2], u64::MAX);
-        assert_eq!(codes.words[1] ^ codes.words[3], (1 << 6) - 1);
+        assert_eq!(records[0].1[0] & 0b1111, 0b1001);
+        let mut query = Vec::new();
+        space.encode(&a, &mut query);
+        assert_eq!(hamming(records[0].1, &query), 0);
+        assert_eq!(hamming(records[1].1, &query), 70);
         assert_eq!(read_space(&db).unwrap(), space);
     }
 }

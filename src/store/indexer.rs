@@ -165,7 +165,7 @@ fn build(
 /// Appends the model's windows the file lacks; returns how many.
 fn repair(conn: &Connection, db: &Path, space: &CodeSpace) -> Result<u64, IndexError> {
     let have: HashSet<i64> = codes::read(db)
-        .map(|c| c.ids.into_iter().collect())
+        .map(|c| c.ids().collect())
         .unwrap_or_default();
     let mut ids = conn.prepare("SELECT id FROM segments WHERE model_id = ?1 ORDER BY id")?;
     let missing: Vec<i64> = ids

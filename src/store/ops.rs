@@ -9,7 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::blob::f32s_to_blob;
 use super::error::StoreError;
 use super::records::{
-    LabelRecord, ModelRecord, NewSegment, SourceStateRecord, TaggedFile, SOURCE_STATES,
+    LabelRecord, ModelRecord, NewMatch, NewSegment, Rescored, SourceStateRecord, TaggedFile,
+    SOURCE_STATES,
 };
 
 pub(super) enum Op {
@@ -23,6 +24,11 @@ pub(super) enum Op {
         labels: Vec<LabelRecord>,
     },
     WriteSegment(Box<NewSegment>),
+    Rescore {
+        model_id: String,
+        label_set: String,
+        windows: Vec<Rescored>,
+    },
     MarkFileTagged(Box<TaggedFile>),
     PutSourceState(Box<SourceStateRecord>),
 }
@@ -44,6 +50,11 @@ pub(super) fn apply(
             set_labels(conn, path, model_id, labels).map(|()| None)
         }
         Op::WriteSegment(s) => write_segment(conn, path, s).map(Some),
+        Op::Rescore {
+            model_id,
+            label_set,
+            windows,
+        } => rescore(conn, path, model_id, label_set, windows).map(|()| None),
         Op::MarkFileTagged(f) => mark_file_tagged(conn, path, f).map(|()| None),
         Op::PutSourceState(s) => put_source_state(conn, path, s).map(|()| None),
     }
@@ -251,30 +262,9 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<i64, 
 
     // Resolve every label before writing anything, so an unknown one fails
     // the segment cleanly.
-    let mut label_ids = Vec::with_capacity(s.matches.len());
-    {
-        let mut st = conn
-            .prepare_cached("SELECT id FROM labels WHERE model_id = ?1 AND text = ?2")
-            .map_err(err)?;
-        for m in &s.matches {
-            let id: Option<i64> = st
-                .query_row(params![s.model_id, m.label], |r| r.get(0))
-                .optional()
-                .map_err(err)?;
-            match id {
-                Some(id) => label_ids.push(id),
-                None => {
-                    return Err(StoreError::UnknownLabel {
-                        path: path.to_path_buf(),
-                        model_id: s.model_id.clone(),
-                        label: m.label.clone(),
-                        source_name: s.source.clone(),
-                        start_ms: s.start_ms,
-                    })
-                }
-            }
-        }
-    }
+    let label_ids = resolve_labels(conn, path, &s.model_id, &s.matches, || {
+        (s.source.clone(), s.start_ms)
+    })?;
 
     // The source is its (name, location): another location under the same name is another
     // source, never a place to mix two videos' windows.
@@ -341,26 +331,131 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<i64, 
         })
         .map_err(err)?;
 
-    conn.prepare_cached("DELETE FROM matches WHERE segment_id = ?1")
-        .and_then(|mut st| st.execute([segment_id]))
-        .map_err(err)?;
+    replace_matches(conn, segment_id, &s.matches, &label_ids).map_err(err)?;
+    set_scored_by(conn, segment_id, s.label_set.as_deref()).map_err(err)?;
+    Ok(segment_id)
+}
+
+/// Records which label set scored a window's matches (none: not known).
+fn set_scored_by(
+    conn: &Connection,
+    segment_id: i64,
+    label_set: Option<&str>,
+) -> rusqlite::Result<()> {
+    match label_set {
+        Some(set) => conn
+            .prepare_cached(
+                "INSERT INTO scored_by (segment_id, label_set) VALUES (?1, ?2) \
+                 ON CONFLICT (segment_id) DO UPDATE SET label_set = excluded.label_set",
+            )?
+            .execute(params![segment_id, set]),
+        None => conn
+            .prepare_cached("DELETE FROM scored_by WHERE segment_id = ?1")?
+            .execute([segment_id]),
+    }
+    .map(|_| ())
+}
+
+/// The label ids of `matches`, all of them known labels of the model, or the error that
+/// names the first that is not (`at`: the window, for the message).
+fn resolve_labels(
+    conn: &Connection,
+    path: &Path,
+    model_id: &str,
+    matches: &[NewMatch],
+    at: impl Fn() -> (String, i64),
+) -> Result<Vec<i64>, StoreError> {
+    let err = |e| StoreError::sqlite(path, "resolving labels", e);
     let mut st = conn
-        .prepare_cached(
-            "INSERT INTO matches (segment_id, label_id, rank, cosine, probability) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
+        .prepare_cached("SELECT id FROM labels WHERE model_id = ?1 AND text = ?2")
         .map_err(err)?;
-    for (m, label_id) in s.matches.iter().zip(label_ids) {
+    let mut label_ids = Vec::with_capacity(matches.len());
+    for m in matches {
+        let id: Option<i64> = st
+            .query_row(params![model_id, m.label], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        match id {
+            Some(id) => label_ids.push(id),
+            None => {
+                let (source_name, start_ms) = at();
+                return Err(StoreError::UnknownLabel {
+                    path: path.to_path_buf(),
+                    model_id: model_id.to_string(),
+                    label: m.label.clone(),
+                    source_name,
+                    start_ms,
+                });
+            }
+        }
+    }
+    Ok(label_ids)
+}
+
+fn replace_matches(
+    conn: &Connection,
+    segment_id: i64,
+    matches: &[NewMatch],
+    label_ids: &[i64],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM matches WHERE segment_id = ?1")?
+        .execute([segment_id])?;
+    let mut st = conn.prepare_cached(
+        "INSERT INTO matches (segment_id, label_id, rank, cosine, probability) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (m, label_id) in matches.iter().zip(label_ids) {
         st.execute(params![
             segment_id,
             label_id,
             m.rank,
             m.cosine,
             m.probability
-        ])
-        .map_err(err)?;
+        ])?;
     }
-    Ok(segment_id)
+    Ok(())
+}
+
+/// A backfill's chunk: each window's matches replaced by the new label set's, and the window
+/// marked as scored by it, in the one savepoint the op has (all of the chunk, or none).
+/// A window gone meanwhile (retention) is skipped.
+fn rescore(
+    conn: &Connection,
+    path: &Path,
+    model_id: &str,
+    label_set: &str,
+    windows: &[Rescored],
+) -> Result<(), StoreError> {
+    let err = |e| StoreError::sqlite(path, format!("rescoring {} windows", windows.len()), e);
+    let mut exists = conn
+        .prepare_cached("SELECT 1 FROM segments WHERE id = ?1 AND model_id = ?2")
+        .map_err(err)?;
+    // A chunk has thousands of windows and a handful of labels: each label resolved once.
+    let mut known: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for w in windows {
+        let mut label_ids = Vec::with_capacity(w.matches.len());
+        for m in &w.matches {
+            let id = match known.get(&m.label) {
+                Some(&id) => id,
+                None => {
+                    let id = resolve_labels(conn, path, model_id, std::slice::from_ref(m), || {
+                        (format!("segment {}", w.segment_id), 0)
+                    })?[0];
+                    known.insert(m.label.clone(), id);
+                    id
+                }
+            };
+            label_ids.push(id);
+        }
+        if exists
+            .exists(params![w.segment_id, model_id])
+            .map_err(err)?
+        {
+            replace_matches(conn, w.segment_id, &w.matches, &label_ids).map_err(err)?;
+            set_scored_by(conn, w.segment_id, Some(label_set)).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Written after the file's last segment (the same queue keeps the order), so a file marked

@@ -97,6 +97,16 @@ pub struct NewSegment {
     pub clip_calls: u32,
     pub embedding: Vec<f32>,
     pub matches: Vec<NewMatch>,
+    /// The fingerprint of the label set that scored `matches` (`None`: not known).
+    pub label_set: Option<String>,
+}
+
+/// New matches for a stored window, scored by another label set from its stored embedding
+/// (a backfill), as sent to [`super::StoreWriter::rescore`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rescored {
+    pub segment_id: i64,
+    pub matches: Vec<NewMatch>,
 }
 
 /// A file tagged to its end: what it was then, and what tagged it (`MODEL_ID:LABELS`, the

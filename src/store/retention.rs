@@ -22,7 +22,7 @@
 //! - **`min_free` watches the disk, not the file**: the oldest segments go, a
 //!   fixed chunk at a time with the space handed back after each, until the file
 //!   system has that much free, after a TRUNCATE checkpoint has handed back what
-//!   the WAL held. A chunk that frees nothing measurable ends the
+//!   the WAL held. Eight chunks in a row that free nothing measurable end the
 //!   run (a reader holding the WAL, another program filling the disk), so cliptag
 //!   never deletes its whole log to feed someone else's writes; the next run
 //!   tries again.
@@ -124,6 +124,11 @@ const SIZE_CHUNK_MIN: u64 = 100;
 /// Rows per free-space step: each step hands its space back before the next is
 /// measured, and must fit in the WAL room the reserve file gives (see `space.rs`).
 const FREE_CHUNK: u64 = 200;
+/// Chunks in a row that free no measurable space before a run gives up for now.
+const FRUITLESS_CHUNKS: u32 = 8;
+/// Pages one incremental-vacuum step moves on a short disk: each step's WAL is
+/// checkpointed away before the next, so a vacuum never needs more room than this.
+const VACUUM_STEP: u64 = 64;
 
 pub(crate) fn apply(
     conn: &mut Connection,
@@ -212,6 +217,7 @@ pub(crate) fn apply(
             checkpoint(conn, path)?;
             free = free_bytes(path)?;
         }
+        let mut fruitless = 0;
         while free < min_free {
             if segment_count(conn, path)? == 0 {
                 tracing::warn!(
@@ -229,10 +235,18 @@ pub(crate) fn apply(
                  (SELECT id FROM segments ORDER BY processed_at, id LIMIT ?1)",
                 [FREE_CHUNK],
             )?;
-            incremental_vacuum(conn, path)?;
+            // In steps, each checkpointed away: moving pages writes them to the WAL first,
+            // and on a full disk the WAL has only the room the last step handed back.
             checkpoint(conn, path)?;
+            while freelist_count(conn, path)? > 0 {
+                incremental_vacuum_pages(conn, path, VACUUM_STEP)?;
+                checkpoint(conn, path)?;
+            }
             let now_free = free_bytes(path)?;
-            if now_free <= free {
+            // Space comes back a page at a time, so one chunk of small rows may free
+            // nothing measurable; several in a row mean someone else takes the room.
+            fruitless = if now_free <= free { fruitless + 1 } else { 0 };
+            if fruitless >= FRUITLESS_CHUNKS {
                 tracing::warn!(
                     path = %path.display(),
                     free = %human_bytes(now_free),
@@ -326,6 +340,17 @@ fn incremental_vacuum(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     // The pragma frees one page per result row: stepping it once (as
     // execute_batch does) would free a single page.
     let mut st = conn.prepare("PRAGMA incremental_vacuum").map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    while rows.next().map_err(err)?.is_some() {}
+    Ok(())
+}
+
+/// Frees at most `pages` free pages (moving pages from the end of the file into them).
+fn incremental_vacuum_pages(conn: &Connection, path: &Path, pages: u64) -> Result<(), StoreError> {
+    let err = |e| StoreError::sqlite(path, "retention: incremental vacuum", e);
+    let mut st = conn
+        .prepare(&format!("PRAGMA incremental_vacuum({pages})"))
+        .map_err(err)?;
     let mut rows = st.query([]).map_err(err)?;
     while rows.next().map_err(err)?.is_some() {}
     Ok(())

@@ -16,19 +16,32 @@ use super::read::Store;
 use super::records::{SegmentRow, WindowFilter};
 
 impl Store {
-    /// Windows per model, most first: what a search of one model leaves out.
-    pub fn windows_per_model(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let err = |e| StoreError::sqlite(self.path(), "counting windows per model", e);
+    /// The models that have windows, oldest first (by when each was first seen), each with
+    /// its recorded path. One index probe per model, not a count of every window.
+    pub fn models_with_windows(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let err = |e| StoreError::sqlite(self.path(), "listing models with windows", e);
         let mut st = self
             .conn()
             .prepare_cached(
-                "SELECT model_id, count(*) FROM segments GROUP BY model_id ORDER BY 2 DESC, 1",
+                "SELECT m.id, m.path FROM models m WHERE EXISTS \
+                 (SELECT 1 FROM segments s WHERE s.model_id = m.id) ORDER BY m.first_seen, m.id",
             )
             .map_err(err)?;
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// How many windows `model_id` has.
+    pub fn windows_of_model(&self, model_id: &str) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT count(*) FROM segments WHERE model_id = ?1",
+                [model_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| StoreError::sqlite(self.path(), "counting a model's windows", e))
     }
 
     /// Calls `each(id, embedding)` for every window of `model_id` that `filter` picks;
@@ -71,6 +84,58 @@ impl Store {
             count += 1;
         }
         Ok(count)
+    }
+
+    /// Windows of `model_id` after `after_id` whose matches were not scored by the label set
+    /// `label_set`, oldest id first, at most `limit`: a backfill's next chunk.
+    pub fn windows_to_rescore(
+        &self,
+        model_id: &str,
+        label_set: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<f32>)>, StoreError> {
+        let err = |e| StoreError::sqlite(self.path(), "reading windows to rescore", e);
+        let mut st = self
+            .conn()
+            .prepare_cached(
+                "SELECT s.id, s.embedding FROM segments s \
+                 LEFT JOIN scored_by b ON b.segment_id = s.id \
+                 WHERE s.model_id = ?1 AND s.id > ?2 AND b.label_set IS NOT ?3 \
+                 ORDER BY s.id LIMIT ?4",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(
+                rusqlite::params![model_id, after_id, label_set, limit as i64],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, blob) = row.map_err(err)?;
+            let e = blob_to_f32s(&blob).map_err(|e| {
+                StoreError::bad_data(self.path(), format!("embedding of segment {id}: {e}"))
+            })?;
+            out.push((id, e));
+        }
+        Ok(out)
+    }
+
+    /// How many windows of `model_id` were not scored by the label set `label_set`.
+    pub fn windows_not_scored_by(
+        &self,
+        model_id: &str,
+        label_set: &str,
+    ) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT count(*) FROM segments s LEFT JOIN scored_by b ON b.segment_id = s.id \
+                 WHERE s.model_id = ?1 AND b.label_set IS NOT ?2",
+                rusqlite::params![model_id, label_set],
+                |r| r.get(0),
+            )
+            .map_err(|e| StoreError::sqlite(self.path(), "counting windows to rescore", e))
     }
 
     /// The ids of the windows of `model_id` that `filter` picks.

@@ -39,10 +39,17 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_retries",
         sql: include_str!("migrations/0004_retries.sql"),
     },
+    Migration {
+        name: "0005_label_sets",
+        sql: include_str!("migrations/0005_label_sets.sql"),
+    },
 ];
 
 /// The `user_version` a database has once this binary has migrated it.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Pages in the WAL that start an automatic checkpoint (1 MiB of 4 KiB pages).
+pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 256;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenMode {
@@ -103,6 +110,11 @@ pub(crate) fn open(path: &Path, mode: OpenMode) -> Result<Connection, StoreError
         tracing::warn!(path = %path.display(), journal, "database is not in WAL mode");
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    // Checkpoint once the WAL holds 1 MiB rather than SQLite's 4: on a full disk the pages
+    // a checkpoint would add to the main file are stuck in the WAL, and the reserve file
+    // (space.rs) must be able to cover them.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         .map_err(open_err)?;
     // On a database without tables yet this decides its layout for good, so
     // it must come before migration 1 creates any; on an older one it only

@@ -17,12 +17,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Size of the reserve file for a given `min_free`: a quarter of it, between 256 KiB and
-/// 4 MiB — 4 MiB is WAL enough for several retention chunks of ViT-B/32 windows and an
-/// incremental vacuum, and small beside any SD card; a small `min_free` (a small disk)
-/// gets a small cushion.
+/// Size of the reserve file for a given `min_free`: a quarter of it, between 1 MiB and
+/// 4 MiB. At least 1 MiB because a full disk can hold up to that much of new pages in the
+/// WAL (the writer checkpoints at 1 MiB, `schema.rs`), which a checkpoint can move into
+/// the main file only with room for them; up to 4 MiB, WAL enough for several retention
+/// chunks of ViT-B/32 windows, small beside any SD card.
 pub fn reserve_bytes(min_free: u64) -> u64 {
-    (min_free / 4).clamp(256 * 1024, 4 * 1024 * 1024)
+    (min_free / 4).clamp(1024 * 1024, 4 * 1024 * 1024)
 }
 
 /// Below this much free space a disk counts as full: an I/O error is taken for "full"

@@ -23,7 +23,9 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::error::StoreError;
 use super::indexer::Indexer;
 use super::ops::{apply, Op};
-use super::records::{LabelRecord, ModelRecord, NewSegment, SourceStateRecord, TaggedFile};
+use super::records::{
+    LabelRecord, ModelRecord, NewSegment, Rescored, SourceStateRecord, TaggedFile,
+};
 use super::retention::{self, Retention, RetentionReport};
 use super::schema::{self, OpenMode};
 use super::space::{self, human_bytes};
@@ -248,6 +250,22 @@ impl StoreWriter {
     /// keeps its uri current.
     pub fn write_segment(&self, s: NewSegment) -> Result<(), StoreError> {
         self.send(Msg::Op(Op::WriteSegment(Box::new(s))))
+    }
+
+    /// Replaces the matches of stored windows with those of the label set `label_set` (a
+    /// fingerprint) scored from their stored embeddings, and marks them scored by it: one
+    /// op, so a chunk is written whole or not at all, between live windows' batches.
+    pub fn rescore(
+        &self,
+        model_id: &str,
+        label_set: &str,
+        windows: Vec<Rescored>,
+    ) -> Result<(), StoreError> {
+        self.send(Msg::Op(Op::Rescore {
+            model_id: model_id.to_owned(),
+            label_set: label_set.to_owned(),
+            windows,
+        }))
     }
 
     /// Records that a file was tagged to its end; queued after its segments.

@@ -1,0 +1,318 @@
+//! Backfill: a label added after the fact finds its matches in windows tagged before it,
+//! from their stored embeddings, with the video gone — offline (`cliptag labels backfill`),
+//! on SIGHUP to a running daemon, and across a SIGKILL half-way.
+//!
+//! The clip is rendered here (scripts/make-synthetic-demo.sh) and tagged by
+//! models/synthetic-clip through the real daemon; what is right comes from the clip's
+//! layout.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::child::{free_port, wait_until, Daemon};
+use crate::common::home::{text, Home};
+use crate::common::repo;
+
+/// (class, seconds) in order; 1 s windows.
+const LAYOUT: [(&str, u32); 3] = [
+    ("bouncing ball", 3),
+    ("checkerboard", 4),
+    ("colour bars", 3),
+];
+
+fn labels_without(missing: &str) -> String {
+    std::fs::read_to_string(repo().join("examples/synthetic-labels.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| *l != missing)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn render(home: &Home) -> PathBuf {
+    let clip = home.path("patterns.mp4");
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join("scripts/make-synthetic-demo.sh"))
+        .arg(&clip);
+    for (class, seconds) in LAYOUT {
+        cmd.arg(format!("{class}:{seconds}"));
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    clip
+}
+
+fn config(home: &Home, sources: &str) -> PathBuf {
+    let path = home.path("cliptag.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "labels = \"labels.txt\"\ndatabase = \"tags.db\"\n[model]\ndir = {:?}\nthreads = 1\n\
+             [sampling]\nfps = 4.0\n[window]\nseconds = 1.0\n[daemon]\nbackoff_initial = \"200ms\"\n\
+             backoff_max = \"1s\"\n{sources}",
+            repo().join("models/synthetic-clip"),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn db(home: &Home) -> rusqlite::Connection {
+    open(&home.path("tags.db"))
+}
+
+fn open(path: &std::path::Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+/// Top label of each window of `source`, by position.
+fn top_labels(home: &Home, source: &str) -> Vec<(i64, String)> {
+    matches_in(&db(home), source, 1)
+        .into_iter()
+        .map(|(start, label, _)| (start, label))
+        .collect()
+}
+
+/// Each window's matches down to `rank`: (position, label, probability).
+fn matches_in(c: &rusqlite::Connection, source: &str, rank: u32) -> Vec<(i64, String, f64)> {
+    c.prepare(
+            "SELECT s.start_ms, l.text, m.probability FROM segments s \
+             JOIN sources so ON so.id = s.source_id \
+             JOIN matches m ON m.segment_id = s.id AND m.rank <= ?2 JOIN labels l ON l.id = m.label_id \
+             WHERE so.name = ?1 ORDER BY s.start_ms, m.rank",
+        )
+        .unwrap()
+        .query_map(rusqlite::params![source, rank], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The label sets the windows were scored by (`None`: not known, e.g. copied rows).
+fn label_sets(home: &Home) -> Vec<Option<String>> {
+    db(home)
+        .prepare(
+            "SELECT DISTINCT b.label_set FROM segments s \
+             LEFT JOIN scored_by b ON b.segment_id = s.id ORDER BY 1",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The checkerboard segment's windows: [3 s, 7 s).
+fn checkerboard_windows(tops: &[(i64, String)]) -> Vec<&str> {
+    tops.iter()
+        .filter(|(start, _)| (3000..7000).contains(start))
+        .map(|(_, l)| l.as_str())
+        .collect()
+}
+
+/// Tags the clip with every label but checkerboard into tags.db, and (the reference) a
+/// copy of it again with every label, into reference.db; then deletes the clip.
+fn tag_without_checkerboard(home: &Home) -> PathBuf {
+    let clip = render(home);
+    let config = config(
+        home,
+        &format!("[[source]]\nname = \"patterns\"\nuri = {clip:?}\n"),
+    );
+    std::fs::write(home.path("all-labels.txt"), labels_without("")).unwrap();
+    let reference = home.path("reference.toml");
+    std::fs::write(
+        &reference,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("labels.txt", "all-labels.txt")
+            .replace("tags.db", "reference.db"),
+    )
+    .unwrap();
+    let o = home.cliptag(&["run", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // The reference starts as a copy, so its seven labels' embeddings are the cached ones
+    // the backfill will use too, and the new label is embedded alone in both (the int8
+    // text tower quantises activations per batch: issue #27).
+    std::fs::copy(home.path("tags.db"), home.path("reference.db")).unwrap();
+    let o = home.cliptag(&["run", "--config", reference.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let tops = top_labels(home, "patterns");
+    assert_eq!(tops.len(), 10);
+    assert!(
+        checkerboard_windows(&tops)
+            .iter()
+            .all(|l| *l != "checkerboard"),
+        "{tops:?}"
+    );
+    // The video is gone: a backfill needs none.
+    std::fs::remove_file(&clip).unwrap();
+    config
+}
+
+#[test]
+fn labels_backfill_scores_the_past_without_the_video() {
+    let home = Home::new(&labels_without("checkerboard"));
+    let config = tag_without_checkerboard(&home);
+    let before = label_sets(&home);
+    assert_eq!(before.len(), 1);
+
+    std::fs::write(home.path("labels.txt"), labels_without("")).unwrap();
+    let o = home.cliptag(&["labels", "backfill", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("rescored 10 window(s)"),
+        "{}",
+        text(&o.stdout)
+    );
+    // What tagging with every label gave (the tagger is the reference): the same labels,
+    // ranks and probabilities for every window.
+    let backfilled = matches_in(&db(&home), "patterns", 3);
+    let reference = matches_in(&open(&home.path("reference.db")), "patterns", 3);
+    assert_eq!(backfilled.len(), reference.len());
+    assert_eq!(backfilled.len(), 30);
+    for (b, r) in backfilled.iter().zip(&reference) {
+        assert_eq!((b.0, &b.1), (r.0, &r.1));
+        assert!((b.2 - r.2).abs() < 1e-6, "{b:?} vs {r:?}");
+    }
+    let tops = top_labels(&home, "patterns");
+    assert!(
+        checkerboard_windows(&tops)
+            .iter()
+            .filter(|l| **l == "checkerboard")
+            .count()
+            >= 2,
+        "{tops:?}"
+    );
+    // One label set for every window, and not the old one.
+    let after = label_sets(&home);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before);
+    // A second backfill finds nothing left to do.
+    let o = home.cliptag(&["labels", "backfill", "--config", config.to_str().unwrap()]);
+    assert!(
+        text(&o.stdout).contains("rescored 0 window(s)"),
+        "{}",
+        text(&o.stdout)
+    );
+    // `query` shows the new label like any other.
+    let rows = home.query(&["--label", "checkerboard", "--top"]);
+    assert_eq!(
+        rows.len(),
+        tops.iter().filter(|(_, l)| l == "checkerboard").count()
+    );
+}
+
+#[test]
+fn sighup_backfills_and_a_kill_half_way_is_finished_once() {
+    let home = Home::new(&labels_without("checkerboard"));
+    tag_without_checkerboard(&home);
+    // Many more windows like these, so a backfill takes long enough to be killed: the
+    // tagged windows copied to other positions (their embeddings real, not made up).
+    let copies = 20_000;
+    {
+        let c = db(&home);
+        let columns: Vec<String> = c
+            .prepare("SELECT name FROM pragma_table_info('segments') WHERE name != 'id'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let shifted: Vec<String> = columns
+            .iter()
+            .map(|c| match c.as_str() {
+                "start_ms" | "end_ms" => format!("{c} + n * 100000"),
+                other => other.to_string(),
+            })
+            .collect();
+        c.execute_batch(&format!(
+            "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < {copies}) \
+             INSERT INTO segments ({}) SELECT {} FROM segments, k;",
+            columns.join(", "),
+            shifted.join(", ")
+        ))
+        .unwrap();
+    }
+    let total: i64 = db(&home)
+        .query_row("SELECT count(*) FROM segments", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total, 10 * (copies + 1));
+
+    // A daemon that keeps running: a camera nobody answers.
+    let port = free_port();
+    let config = config(
+        &home,
+        &format!("[[source]]\nname = \"cam\"\nuri = \"rtsp://127.0.0.1:{port}/none\"\n"),
+    );
+    std::fs::write(home.path("labels.txt"), labels_without("")).unwrap();
+    // The copies carry no label set; the originals the old one.
+    let old_sets = label_sets(&home);
+    assert_eq!(old_sets.len(), 2, "{old_sets:?}");
+    // Started with the new labels file: it backfills at once; killed half-way.
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "the backfill to start moving windows",
+        || label_sets(&home).iter().any(|s| !old_sets.contains(s)),
+    );
+    let _ = daemon.child.kill();
+    let _ = daemon.child.wait();
+    let new_set = label_sets(&home)
+        .into_iter()
+        .find(|s| !old_sets.contains(s))
+        .flatten()
+        .unwrap();
+    let moved: i64 = db(&home)
+        .query_row(
+            "SELECT count(*) FROM scored_by WHERE label_set = ?1",
+            [&new_set],
+            |r| r.get(0),
+        )
+        .unwrap();
+    eprintln!("killed with {moved} of {total} windows moved");
+    assert!(
+        moved < total,
+        "the kill came after the backfill ended: nothing to resume"
+    );
+
+    // Started again it goes on where it stopped, each window once.
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until(Duration::from_secs(60), "the backfill to finish", || {
+        daemon.log().contains("backfill: done")
+    });
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("backfill: rescoring"))
+        .unwrap_or("");
+    let left = total - moved;
+    assert!(
+        line.contains(&format!("windows={left}")),
+        "the restart rescored what was left ({left}), no more: {line}"
+    );
+    // "done" is said when the last chunk is queued; it commits a moment later.
+    wait_until(Duration::from_secs(10), "one label set", || {
+        label_sets(&home) == vec![Some(new_set.clone())]
+    });
+    let tops = top_labels(&home, "patterns");
+    assert!(
+        checkerboard_windows(&tops).contains(&"checkerboard"),
+        "{tops:?}"
+    );
+
+    // SIGHUP with a label removed: the running daemon moves every window to that set.
+    std::fs::write(home.path("labels.txt"), labels_without("colour bars")).unwrap();
+    let set_before = label_sets(&home);
+    daemon.signal("HUP");
+    wait_until(Duration::from_secs(60), "the SIGHUP backfill", || {
+        let sets = label_sets(&home);
+        sets.len() == 1 && sets != set_before
+    });
+    let tops = top_labels(&home, "patterns");
+    assert!(tops.iter().all(|(_, l)| l != "colour bars"), "{tops:?}");
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+}
