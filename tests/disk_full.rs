@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::common::child::Daemon;
 use crate::common::home::{text, Home};
+use crate::common::windows::copy_windows;
 use crate::common::{clips, tiny_model};
 
 /// A tmpfs of `mib` MiB mounted at a fresh directory, unmounted when dropped.
@@ -232,31 +233,11 @@ fn min_free_deletes_the_oldest_windows_to_make_room() {
     // History: the real windows copied back in time, a day per copy, so the
     // database holds far more than min_free_mb of old windows.
     let history_days = 500;
-    {
-        let c = rusqlite::Connection::open(home.path("disk/tags.db")).unwrap();
-        let columns: Vec<String> = c
-            .prepare("SELECT name FROM pragma_table_info('segments') WHERE name != 'id'")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let list = columns.join(", ");
-        let shifted = columns
-            .iter()
-            .map(|c| match c.as_str() {
-                "start_ms" | "end_ms" => format!("{c} + d * 100000000"),
-                "processed_at" | "wall_start" | "wall_end" => format!("{c} - d * 86400.0"),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        c.execute_batch(&format!(
-            "WITH RECURSIVE days(d) AS (SELECT 1 UNION ALL SELECT d + 1 FROM days WHERE d < {history_days}) \
-             INSERT INTO segments ({list}) SELECT {shifted} FROM segments, days;"
-        ))
-        .unwrap();
-    }
+    copy_windows(&home.path("disk/tags.db"), history_days, |c| match c {
+        "start_ms" | "end_ms" => Some(format!("{c} + n * 100000000")),
+        "processed_at" | "wall_start" | "wall_end" => Some(format!("{c} - n * 86400.0")),
+        _ => None,
+    });
     let real_newest: f64 = db(&home)
         .query_row("SELECT max(processed_at) FROM segments", [], |r| r.get(0))
         .unwrap();

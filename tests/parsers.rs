@@ -7,7 +7,7 @@ use std::path::Path;
 
 use cliptag::classify::{parse_labels, LabelError};
 use cliptag::daemon::config::Config;
-use cliptag::query::filters::QueryFilters;
+use cliptag::query::filters::{QueryFilters, WindowArgs};
 use cliptag::times::{parse_time, Zone};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Budget, RngAlgorithm, TestRng, TestRunner};
@@ -129,9 +129,11 @@ fn query_filters_never_panic_and_errors_name_what_was_asked() {
             |(labels, sources, since, until, min_prob, min_cosine)| {
                 let f = QueryFilters {
                     labels,
-                    sources,
-                    since,
-                    until,
+                    window: WindowArgs {
+                        sources,
+                        since,
+                        until,
+                    },
                     min_prob,
                     min_cosine,
                     ..QueryFilters::default()
@@ -141,9 +143,9 @@ fn query_filters_never_panic_and_errors_name_what_was_asked() {
                     let named = f
                         .labels
                         .iter()
-                        .chain(&f.sources)
+                        .chain(&f.window.sources)
                         .any(|v| e.contains(v.as_str()))
-                        || [&f.since, &f.until]
+                        || [&f.window.since, &f.window.until]
                             .iter()
                             .any(|t| t.as_ref().is_some_and(|t| e.contains(t.as_str())))
                         || e.contains("--min-prob")

@@ -2,7 +2,7 @@
 //! label or source the log never saw, a probability outside [0, 1] or an empty time range
 //! is an error that lists what would work, never a silently empty answer.
 
-use crate::store::MatchQuery;
+use crate::store::{MatchQuery, WindowFilter};
 use crate::times::{parse_time, TimeSpec, Zone};
 
 /// Rows below this probability are not shown unless `--min-prob` asks for them: a softmax
@@ -12,12 +12,10 @@ pub const DEFAULT_MIN_PROBABILITY: f32 = 0.01;
 /// Seconds between two windows of one label that still count as one occurrence.
 pub const OCCURRENCE_GAP: f64 = 1.0;
 
-/// The query's filters as the command line gives them.
+/// Which windows, by source and time: what `query` and `search` both filter by, meaning the
+/// same in both.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct QueryFilters {
-    /// Only this label (repeat for several); a SQL LIKE pattern when it contains %
-    #[arg(long = "label", value_name = "LABEL")]
-    pub labels: Vec<String>,
+pub struct WindowArgs {
     /// Only this source (repeat for several)
     #[arg(long = "source", value_name = "NAME")]
     pub sources: Vec<String>,
@@ -28,6 +26,35 @@ pub struct QueryFilters {
     /// Until (exclusive), in the same forms as --since
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+}
+
+impl WindowArgs {
+    /// The windows these arguments pick; `known_sources` is what the database holds.
+    pub fn to_filter(
+        &self,
+        known_sources: &[String],
+        now: f64,
+        zone: &Zone,
+    ) -> Result<WindowFilter, String> {
+        check_sources(&self.sources, known_sources)?;
+        let (since, until) = time_range(&self.since, &self.until, now, zone)?;
+        Ok(WindowFilter {
+            sources: self.sources.clone(),
+            since,
+            until,
+            after_id: None,
+        })
+    }
+}
+
+/// The query's filters as the command line gives them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct QueryFilters {
+    /// Only this label (repeat for several); a SQL LIKE pattern when it contains %
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+    #[command(flatten)]
+    pub window: WindowArgs,
     /// Least probability to show, 0 to 1 [default: 0.01]
     #[arg(long, value_name = "P")]
     pub min_prob: Option<f32>,
@@ -57,8 +84,7 @@ impl QueryFilters {
                 return Err(unknown("label", label, labels));
             }
         }
-        check_sources(&self.sources, sources)?;
-        let (since, until) = time_range(&self.since, &self.until, now, zone)?;
+        let window = self.window.to_filter(sources, now, zone)?;
         if let Some(p) = self.min_prob {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!(
@@ -76,9 +102,9 @@ impl QueryFilters {
         }
         Ok(MatchQuery {
             labels: self.labels.clone(),
-            sources: self.sources.clone(),
-            since,
-            until,
+            sources: window.sources,
+            since: window.since,
+            until: window.until,
             min_probability: Some(self.min_prob.unwrap_or(DEFAULT_MIN_PROBABILITY)),
             min_cosine: self.min_cosine,
             limit: self.limit,
@@ -166,7 +192,10 @@ mod tests {
             "{e}"
         );
         let e = check(QueryFilters {
-            sources: vec!["nosuch".into()],
+            window: WindowArgs {
+                sources: vec!["nosuch".into()],
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap_err();
@@ -178,8 +207,11 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("between 0 and 1"), "{e}");
         let e = check(QueryFilters {
-            since: Some("10".into()),
-            until: Some("5".into()),
+            window: WindowArgs {
+                since: Some("10".into()),
+                until: Some("5".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap_err();

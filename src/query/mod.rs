@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::store::{MatchRow, SourceStateRecord};
 use crate::times::{age, duration, offset, Zone};
 
-pub use filters::{QueryFilters, DEFAULT_MIN_PROBABILITY, OCCURRENCE_GAP};
+pub use filters::{QueryFilters, WindowArgs, DEFAULT_MIN_PROBABILITY, OCCURRENCE_GAP};
 pub use occurrences::{occurrences, Occurrence};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

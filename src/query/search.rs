@@ -32,7 +32,7 @@ use crate::ingest::Sampling;
 use crate::store::{codes, SegmentRow, Store, StoreError, WindowFilter};
 use crate::times::Zone;
 
-use super::filters::{check_sources, time_range};
+use super::filters::WindowArgs;
 
 /// What to look for.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,16 +48,8 @@ pub enum SearchInput {
 /// The filters of `cliptag search`, as the command line gives them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SearchFilters {
-    /// Only this source (repeat for several)
-    #[arg(long = "source", value_name = "NAME")]
-    pub sources: Vec<String>,
-    /// From: a position in a file (90, 1:30), or a time: 2026-12-07, "2026-12-07 14:00",
-    /// 2026-12-07T14:00:00+01:00, @unix, today, yesterday, 1h, 2d (ago)
-    #[arg(long, value_name = "TIME")]
-    pub since: Option<String>,
-    /// Until (exclusive), in the same forms as --since
-    #[arg(long, value_name = "TIME")]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub window: WindowArgs,
     /// How many windows to show, best first
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub limit: usize,
@@ -71,17 +63,10 @@ impl SearchFilters {
         now: f64,
         zone: &Zone,
     ) -> Result<WindowFilter, String> {
-        check_sources(&self.sources, known_sources)?;
         if self.limit == 0 {
             return Err("--limit 0 shows nothing; give at least 1".into());
         }
-        let (since, until) = time_range(&self.since, &self.until, now, zone)?;
-        Ok(WindowFilter {
-            sources: self.sources.clone(),
-            since,
-            until,
-            after_id: None,
-        })
+        self.window.to_filter(known_sources, now, zone)
     }
 }
 

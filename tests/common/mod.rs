@@ -8,6 +8,7 @@ use std::process::Command;
 pub mod child;
 pub mod home;
 pub mod web;
+pub mod windows;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
