@@ -18,6 +18,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use super::config::Config;
+use super::error::RunError;
+use super::labels::prepare_labels;
 use super::tagger::stored_matches;
 use crate::classify::{ClassifyConfig, LabelSet};
 use crate::store::{Rescored, Store, StoreError, StoreWriter};
@@ -99,12 +102,12 @@ pub fn backfill(
 /// (the text tower loads only for prompts the database has not cached), made the model's
 /// label set, and every stored window of the model rescored with it. For a stopped daemon;
 /// a running one does the same on SIGHUP.
-pub fn backfill_stored(config: &super::Config) -> Result<BackfillReport, super::RunError> {
+pub fn backfill_stored(config: &Config) -> Result<BackfillReport, RunError> {
     use crate::clip::{ClipModel, TextTower};
     let model = ClipModel::load_with(&config.model, TextTower::WhenNeeded)?;
     let store = Store::open_existing(&config.database)?;
     let writer = StoreWriter::spawn(&config.database)?;
-    let (labels, _) = super::labels::prepare_labels(
+    let (labels, _) = prepare_labels(
         &model,
         &store,
         &writer,
