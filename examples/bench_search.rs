@@ -5,6 +5,8 @@
 //!   bench_search index --db FILE           (build the search index of an existing one)
 //!   bench_search backfill --db FILE [--labels 20]   (rescore every window: windows/s)
 //!   bench_search compare --windows N [--dim 512] [--queries 200] [--seed 1]
+//!   bench_search process --db FILE [--bin target/release/cliptag] [--queries 20]
+//!                [--exact-queries 20]   (`cliptag search --like` as a whole process)
 //!
 //! The data: unit vectors with the structure of CLIP window embeddings on an edge box —
 //! a direction every window shares (CLIP's image embeddings all lie in a narrow cone),
@@ -121,6 +123,14 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("index") {
         return index(&arg::<String>(&args, "--db", None)?);
     }
+    if args.first().map(String::as_str) == Some("process") {
+        return process(
+            &arg::<String>(&args, "--db", None)?,
+            &arg::<String>(&args, "--bin", Some("target/release/cliptag".into()))?,
+            arg(&args, "--queries", Some(20))?,
+            arg(&args, "--exact-queries", Some(20))?,
+        );
+    }
     if args.first().map(String::as_str) == Some("backfill") {
         return backfill(
             &arg::<String>(&args, "--db", None)?,
@@ -211,6 +221,95 @@ fn index(db: &str) -> Result<()> {
         db.display(),
         started.elapsed().as_secs_f64(),
         codes as f64 / windows.max(1) as f64
+    );
+    Ok(())
+}
+
+/// One `cliptag search --like ID --json` run: its wall time, peak RSS and the ids found.
+fn run_search(bin: &str, db: &str, id: i64, extra: &[&str]) -> Result<(f64, u64, Vec<i64>)> {
+    let times = std::env::temp_dir().join(format!("bench-search-time-{}", std::process::id()));
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%e %M", "-o"])
+        .arg(&times)
+        .args([bin, "search", "--db", db, "--like", &id.to_string()])
+        .args(["--limit", "10", "--json"])
+        .args(extra)
+        .output()
+        .context("running /usr/bin/time (apt-get install time)")?;
+    if !out.status.success() {
+        bail!(
+            "cliptag search failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let measured = std::fs::read_to_string(&times)?;
+    let mut fields = measured.split_whitespace();
+    let wall: f64 = fields.next().context("time's wall")?.parse()?;
+    let rss_kb: u64 = fields.next().context("time's RSS")?.parse()?;
+    let ids = String::from_utf8(out.stdout)?
+        .lines()
+        .map(|line| -> Result<i64> {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            v["segment_id"].as_i64().context("a hit without segment_id")
+        })
+        .collect::<Result<_>>()?;
+    Ok((wall, rss_kb, ids))
+}
+
+/// Drops the page cache (root only), so the next run reads from the disk.
+fn drop_page_cache() -> bool {
+    std::process::Command::new("sync").status().is_ok()
+        && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+/// `cliptag search --like` as a whole process over `queries` windows spread over the
+/// database: p50/p99 wall with the page cache warm (each query run once before), then
+/// cold (the page cache dropped before each run, when root), peak RSS, and recall@10
+/// of the index against `--exact` for the first `exact_queries`.
+fn process(db: &str, bin: &str, queries: usize, exact_queries: usize) -> Result<()> {
+    let n = cliptag::store::Store::open_existing(std::path::Path::new(db))?.segment_count()?;
+    let ids: Vec<i64> = (0..queries as u64)
+        .map(|q| (1 + q * n / queries as u64 + 7 * q) as i64)
+        .collect();
+    let pct = |mut v: Vec<f64>, p: usize| {
+        v.sort_by(f64::total_cmp);
+        v[(v.len() * p / 100).min(v.len() - 1)] * 1e3
+    };
+    let mut warm = Vec::new();
+    let mut rss = 0;
+    let mut found = Vec::new();
+    for &id in &ids {
+        run_search(bin, db, id, &[])?;
+        let (wall, kb, got) = run_search(bin, db, id, &[])?;
+        warm.push(wall);
+        rss = rss.max(kb);
+        found.push(got);
+    }
+    let mut cold = Vec::new();
+    for &id in &ids {
+        if !drop_page_cache() {
+            break;
+        }
+        cold.push(run_search(bin, db, id, &[])?.0);
+    }
+    let (mut hits, mut asked) = (0, 0);
+    for (&id, got) in ids.iter().zip(&found).take(exact_queries) {
+        let (_, _, want) = run_search(bin, db, id, &["--exact"])?;
+        hits += got.iter().filter(|i| want.contains(i)).count();
+        asked += want.len();
+    }
+    let cold = if cold.len() == ids.len() {
+        format!("{:.0} | {:.0}", pct(cold.clone(), 50), pct(cold, 99))
+    } else {
+        "- | -".into()
+    };
+    println!(
+        "| {n} | {:.0} | {:.0} | {cold} | {:.3} ({} queries) | {} |",
+        pct(warm.clone(), 50),
+        pct(warm, 99),
+        hits as f64 / asked.max(1) as f64,
+        exact_queries.min(ids.len()),
+        rss / 1024
     );
     Ok(())
 }

@@ -39,5 +39,5 @@ pub use preprocess::{
     center_crop, preprocess, resize, CropRounding, Filter, PreprocessConfig, ResizeMode,
 };
 pub use tokenizer::{open_clip_clean, ClipTokenizer, TextCleaning};
-pub use vectors::{cosine, l2_normalized};
+pub use vectors::{cosine, dot, l2_normalized};
 pub use window_pixels::{super_image, window_pixels};

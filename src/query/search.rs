@@ -26,7 +26,7 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
 use crate::classify::{mean_embedding, prompts_for};
-use crate::clip::{l2_normalized, ClipModel};
+use crate::clip::{dot, l2_normalized, ClipModel};
 use crate::embed::{embed_media, EmbedError};
 use crate::ingest::Sampling;
 use crate::store::{codes, SegmentRow, Store, StoreError, WindowFilter};
@@ -169,11 +169,27 @@ pub fn window_query(store: &Store, id: i64) -> Result<(String, Vec<f32>), Search
     Ok((window.model_id, l2_normalized(window.embedding)))
 }
 
-/// Candidates the index hands to exact rescoring, at least: a thousandth of the windows,
-/// and ten per answer. Measured on generated ViT-B/32-like data (scripts/bench-search.sh),
-/// recall@10 against the exact scan: at 10⁵ windows 100 candidates gave 0.998 and 400
-/// gave 1.000; at 10⁶, 400 gave 0.874 and 1 000 gave 1.000.
+/// Candidates the index hands to exact rescoring, at least, and at least ten per answer.
+/// Measured on generated ViT-B/32-like data (scripts/bench-search.sh), recall@10 against
+/// the exact scan: at 10⁵ windows 100 candidates gave 0.998 and 400 gave 1.000; at 10⁶,
+/// 400 gave 0.874 and 1 000 gave 1.000.
 pub const RESCORE_MIN: usize = 1000;
+
+/// How many candidates to rescore: [`RESCORE_MIN`], or ten per answer if more;
+/// `CLIPTAG_SEARCH_CANDIDATES` sets it for benchmarks.
+fn candidates(limit: usize) -> usize {
+    std::env::var("CLIPTAG_SEARCH_CANDIDATES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RESCORE_MIN)
+        .max(limit * 10)
+}
+
+/// Threads that scan the index: every core the process may use (a search is a short
+/// burst; the daemon's inference thread gives way for a fraction of a second).
+fn scan_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// How a search ranked the windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,51 +220,44 @@ pub fn search(
     exclude: Option<i64>,
     exact: bool,
 ) -> Result<SearchAnswer, SearchError> {
-    let index = (!exact)
-        .then(|| codes::read(store.path()))
-        .flatten()
-        .filter(|c| c.space.model_id == model_id && c.space.dim() == query.len());
     let mut best = TopK::new(limit);
     let mut offer = |id: i64, embedding: &[f32]| {
         if Some(id) != exclude && embedding.len() == query.len() {
             best.offer(id, dot(query, embedding));
         }
     };
+    let allowed: Option<HashSet<i64>> = (!exact && !filter.picks_everything())
+        .then(|| store.window_ids(model_id, filter))
+        .transpose()?
+        .map(|ids| ids.into_iter().collect());
+    let keep = |id: i64| allowed.as_ref().is_none_or(|a| a.contains(&id));
+    let index = (!exact)
+        .then(|| {
+            codes::rank(
+                store.path(),
+                model_id,
+                query,
+                candidates(limit),
+                scan_threads(),
+                &keep,
+            )
+        })
+        .flatten();
     let (method, searched) = match index {
         None => (
             Method::Exact,
             store.scan_embeddings(model_id, filter, &mut offer)?,
         ),
         Some(index) => {
-            let allowed: Option<HashSet<i64>> = (!filter.picks_everything())
-                .then(|| store.window_ids(model_id, filter))
-                .transpose()?
-                .map(|ids| ids.into_iter().collect());
-            let mut bits = Vec::new();
-            index.space.encode(query, &mut bits);
-            let mut near = TopK::new(RESCORE_MIN.max(index.len() / 1000).max(limit * 10));
-            let mut indexed = 0u64;
-            for (id, code) in index.records() {
-                if allowed.as_ref().is_some_and(|a| !a.contains(&id)) {
-                    continue;
-                }
-                indexed += 1;
-                near.offer(id, -(codes::hamming(code, &bits) as f32));
-            }
-            // A window rewritten by a re-run has two records: score it once.
-            let mut candidates: Vec<i64> =
-                near.into_sorted().into_iter().map(|(id, _)| id).collect();
-            let mut seen = HashSet::new();
-            candidates.retain(|id| seen.insert(*id));
-            for (id, embedding) in store.embeddings_by_id(&candidates)? {
+            for (id, embedding) in store.embeddings_by_id(&index.candidates)? {
                 offer(id, &embedding);
             }
             let newer = WindowFilter {
-                after_id: Some(index.last_id()),
+                after_id: Some(index.last_id),
                 ..filter.clone()
             };
             let tail = store.scan_embeddings(model_id, &newer, &mut offer)?;
-            (Method::Index, indexed + tail)
+            (Method::Index, index.ranked + tail)
         }
     };
     let ranked = best.into_sorted();
@@ -283,10 +292,6 @@ pub fn search(
 /// has windows (a new generation is added after the old one).
 pub fn current_model(store: &Store) -> Result<Option<(String, String)>, StoreError> {
     Ok(store.models_with_windows()?.pop())
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// The best `k` (id, score) pairs seen, in a min-heap so each offer is O(log k) and

@@ -4,14 +4,16 @@
 //! - **After the commit, never inside it**: a batch is committed first and its codes
 //!   appended after, so the index can only lag the database, never lead it. Failing to
 //!   write the index is logged and never fails a batch: search falls back to scanning.
-//! - **At start, repair, don't rebuild**: the file's ids are read and compared with the ids
-//!   of the model's windows (one index scan, no embeddings); only the windows missing from
-//!   the file — the batches a kill or a power cut left out — are read and appended.
+//! - **At start, repair, don't rebuild**: the windows of the model after the file's last
+//!   record — the batches a kill or a power cut left out — are read and appended. An
+//!   append that fails is made good the same way at the next batch, so the file only
+//!   ever lags at its end. (A window rewritten by a re-run keeps its id; if a kill comes
+//!   between its commit and its append, its old code stays: it is still a candidate, by
+//!   its old bits, and rescored by its true embedding.)
 //! - **The index follows the newest model**: once the model of the newest window has
 //!   [`CENTRE_WINDOWS`] windows and the file is of another model (or there is none), the
 //!   file is built anew for it, streaming the embeddings once.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use rusqlite::{params, Connection};
@@ -24,12 +26,17 @@ use super::ops::Op;
 pub(super) struct Indexer {
     /// The file's header, when there is a file for the newest model.
     space: Option<CodeSpace>,
+    /// An append failed: the next batch repairs the file's end instead of appending.
+    behind: bool,
 }
 
 impl Indexer {
     /// Repairs (or builds) the file for the model of the newest window.
     pub(super) fn start(conn: &Connection, db: &Path) -> Indexer {
-        let mut indexer = Indexer { space: None };
+        let mut indexer = Indexer {
+            space: None,
+            behind: false,
+        };
         let Ok(Some(model)) = newest_model(conn) else {
             return indexer;
         };
@@ -76,8 +83,22 @@ impl Indexer {
                     .iter()
                     .filter(|(_, m, _)| *m == newest)
                     .map(|&(id, _, e)| (id, e));
-                if let Err(e) = codes::append(db, space, of_model) {
-                    tracing::warn!(db = %db.display(), error = %e, "search index: cannot append; searches scan the windows it lacks");
+                let done = if self.behind {
+                    repair(conn, db, space).map(|_| ())
+                } else {
+                    codes::append(db, space, of_model).map_err(IndexError::from)
+                };
+                match done {
+                    Ok(()) if self.behind => {
+                        tracing::info!(db = %db.display(), "search index: caught up");
+                        self.behind = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !self.behind => {
+                        tracing::warn!(db = %db.display(), error = %e, "search index: cannot append; searches scan the windows it lacks, and the next batch tries again");
+                        self.behind = true;
+                    }
+                    Err(_) => {}
                 }
             }
             _ => {
@@ -162,30 +183,31 @@ fn build(
     Ok(Some((space, n)))
 }
 
-/// Appends the model's windows the file lacks; returns how many.
+/// Appends the model's windows after the file's last record; returns how many. The file
+/// can only lag at its end (appends follow commits in id order), so the ids past its last
+/// are all it can lack: a start reads no more of the file than its last record.
 fn repair(conn: &Connection, db: &Path, space: &CodeSpace) -> Result<u64, IndexError> {
-    let have: HashSet<i64> = codes::read(db)
-        .map(|c| c.ids().collect())
-        .unwrap_or_default();
-    let mut ids = conn.prepare("SELECT id FROM segments WHERE model_id = ?1 ORDER BY id")?;
-    let missing: Vec<i64> = ids
-        .query_map([&space.model_id], |r| r.get(0))?
-        .collect::<Result<Vec<i64>, _>>()?
-        .into_iter()
-        .filter(|id| !have.contains(id))
-        .collect();
-    if missing.is_empty() {
-        return Ok(0);
-    }
-    let mut one = conn.prepare_cached("SELECT embedding FROM segments WHERE id = ?1")?;
-    let mut windows = Vec::with_capacity(missing.len().min(100_000));
-    for chunk in missing.chunks(10_000) {
-        windows.clear();
-        for &id in chunk {
-            let e: Vec<u8> = one.query_row([id], |r| r.get(0))?;
-            windows.push((id, blob_to_f32s(&e).map_err(|_| IndexError::Blob)?));
+    let last = codes::last_id(db).unwrap_or(0);
+    let mut newer = conn.prepare(
+        "SELECT id, embedding FROM segments WHERE model_id = ?1 AND id > ?2 ORDER BY id",
+    )?;
+    let mut rows = newer.query(params![space.model_id, last])?;
+    let mut windows: Vec<(i64, Vec<f32>)> = Vec::new();
+    let mut added = 0u64;
+    loop {
+        let row = rows.next()?;
+        if let Some(row) = row {
+            let e = blob_to_f32s(row.get_ref(1)?.as_blob().map_err(|_| IndexError::Blob)?)
+                .map_err(|_| IndexError::Blob)?;
+            windows.push((row.get(0)?, e));
         }
-        codes::append(db, space, windows.iter().map(|(id, e)| (*id, e.as_slice())))?;
+        if windows.len() == 10_000 || (row.is_none() && !windows.is_empty()) {
+            codes::append(db, space, windows.iter().map(|(id, e)| (*id, e.as_slice())))?;
+            added += windows.len() as u64;
+            windows.clear();
+        }
+        if row.is_none() {
+            return Ok(added);
+        }
     }
-    Ok(missing.len() as u64)
 }
