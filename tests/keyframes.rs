@@ -12,7 +12,7 @@ use cliptag::clip::{
 use cliptag::daemon::{Tagger, WindowContent, WindowJob, WindowStamp};
 use cliptag::ingest::{FrameSource, GstSource, Sampling, SourceKind};
 use cliptag::keyframes::{Aggregation, KeyframeConfig, LastScene, Selection, Window, Windower};
-use cliptag::store::NewSegment;
+use cliptag::store::{EmbeddingKind, NewSegment};
 
 fn windows(file: &str, sampling: Sampling, keyframes: &KeyframeConfig) -> Vec<Window> {
     let mut source = GstSource::open(file, clips().join(file).to_str().unwrap(), sampling).unwrap();
@@ -174,6 +174,17 @@ fn a_static_scene_costs_one_clip_call_in_total() {
         segments.iter().map(|s| s.clip_calls).collect::<Vec<_>>(),
         vec![1, 0, 0]
     );
+    assert_eq!(
+        segments
+            .iter()
+            .map(|s| s.embedding_kind)
+            .collect::<Vec<_>>(),
+        [
+            EmbeddingKind::Mean,
+            EmbeddingKind::Reused,
+            EmbeddingKind::Reused
+        ]
+    );
     // The reused windows carry the same embedding and labels.
     assert_eq!(segments[1].embedding, segments[0].embedding);
     assert_eq!(segments[2].matches[0].label, segments[0].matches[0].label);
@@ -256,6 +267,7 @@ fn grid_mode_tiles_keyframes_and_makes_one_clip_call() {
     assert_eq!(counting.calls.get(), 1);
     assert_eq!(segment.clip_calls, 1);
     assert_eq!(segment.keyframes_ms.len(), 3);
+    assert_eq!(segment.embedding_kind, EmbeddingKind::Grid);
 }
 
 #[test]
@@ -300,4 +312,6 @@ fn max_mode_keeps_each_labels_best_frame() {
         );
     }
     assert_eq!(segment.clip_calls, 3);
+    // Labels were scored per keyframe; the stored embedding is still the mean.
+    assert_eq!(segment.embedding_kind, EmbeddingKind::Mean);
 }

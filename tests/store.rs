@@ -5,9 +5,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cliptag::ingest::{RecordedFrom, SourceKind};
 use cliptag::store::{
-    blob_to_f32s, f32s_to_blob, LabelRecord, MatchQuery, ModelRecord, NewMatch, NewSegment,
-    Retention, SourceStateRecord, Store, StoreError, StoreWriter, WriterOptions, SCHEMA_VERSION,
-    SOURCE_STATES,
+    blob_to_f32s, f32s_to_blob, EmbeddingKind, LabelRecord, MatchQuery, ModelRecord, NewMatch,
+    NewSegment, Retention, SourceStateRecord, Store, StoreError, StoreWriter, WriterOptions,
+    SCHEMA_VERSION, SOURCE_STATES,
 };
 use cliptag::times::TimeSpec;
 use cliptag::Disposition;
@@ -58,6 +58,7 @@ fn seg(source: &str, start_ms: i64, matches: &[(&str, u32, f32)]) -> NewSegment 
         keyframes_ms: vec![start_ms, start_ms + 1000],
         clip_calls: 2,
         embedding: emb(start_ms as f32),
+        embedding_kind: EmbeddingKind::Mean,
         matches: matches
             .iter()
             .map(|&(label, rank, probability)| NewMatch {
@@ -225,7 +226,10 @@ fn database_made_by_migration_1_keeps_its_data() {
             "INSERT INTO models VALUES ('sha256:m1', '/models/clip', 4, 1.0);
              INSERT INTO sources VALUES (1, 'cam1', 'rtsp://cam1');
              INSERT INTO text_embeddings VALUES ('sha256:m1', 'a dog', zeroblob(16));
-             INSERT INTO segments VALUES (1, 1, 'sha256:m1', 0, 2000, 1000.5, 50, '[0,1000]', 2, zeroblob(16));",
+             INSERT INTO segments VALUES (1, 1, 'sha256:m1', 0, 2000, 1000.5, 50, '[0,1000]', 2, zeroblob(16));
+             INSERT INTO segments VALUES (2, 1, 'sha256:m1', 2000, 4000, 1002.5, 50, '[2000,3000]', 0, zeroblob(16));
+             INSERT INTO segments VALUES (3, 1, 'sha256:m1', 4000, 6000, 1004.5, 50, '[4000,5000]', 1, zeroblob(16));
+             INSERT INTO segments VALUES (4, 1, 'sha256:m1', 6000, 8000, 1006.5, 50, '[7000]', 1, zeroblob(16));",
         )
         .unwrap();
         c.execute(
@@ -239,8 +243,18 @@ fn database_made_by_migration_1_keeps_its_data() {
     let store = Store::open_existing(&path).unwrap();
     assert_eq!(raw_user_version(&path), SCHEMA_VERSION);
     let segs = store.segments(None).unwrap();
-    assert_eq!(segs.len(), 1);
+    assert_eq!(segs.len(), 4);
     assert_eq!(segs[0].keyframes_ms, [0, 1000]);
+    // Windows from before the kind was stored: told from their CLIP passes per keyframe.
+    assert_eq!(
+        segs.iter().map(|s| s.embedding_kind).collect::<Vec<_>>(),
+        [
+            EmbeddingKind::Mean,
+            EmbeddingKind::Reused,
+            EmbeddingKind::Grid,
+            EmbeddingKind::Mean
+        ]
+    );
     assert_eq!(segs[0].embedding, [0.0; 4]);
     assert_eq!(segs[0].matches[0].label, "dog");
     assert_eq!(segs[0].matches[0].probability, 0.8);
@@ -391,6 +405,7 @@ fn segments_matches_labels_and_text_cache_round_trip() {
     let mut s2 = seg("cam1", 0, &[("red car", 1, 0.5)]);
     s2.clip_calls = 0;
     s2.keyframes_ms = vec![];
+    s2.embedding_kind = EmbeddingKind::Reused;
     let s3 = seg("cam2", 0, &[]);
     for s in [&s1, &s2, &s3] {
         w.write_segment(s.clone()).unwrap();
@@ -430,6 +445,7 @@ fn segments_matches_labels_and_text_cache_round_trip() {
         assert_eq!(got.keyframes_ms, want.keyframes_ms);
         assert_eq!(got.clip_calls, want.clip_calls);
         assert_eq!(got.embedding, want.embedding);
+        assert_eq!(got.embedding_kind, want.embedding_kind);
         assert_eq!(got.matches.len(), want.matches.len());
         for (gm, wm) in got.matches.iter().zip(&want.matches) {
             assert_eq!((gm.label.as_str(), gm.rank), (wm.label.as_str(), wm.rank));

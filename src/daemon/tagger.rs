@@ -14,7 +14,7 @@ use crate::classify::{Aggregator, ClassifyConfig, LabelSet};
 use crate::clip::{ClipError, ImageEmbedder};
 use crate::ingest::{FileIdentity, RecordedFrom, SourceKind};
 use crate::keyframes::{Aggregation, KeyframeConfig, Window};
-use crate::store::{NewMatch, NewSegment};
+use crate::store::{EmbeddingKind, NewMatch, NewSegment};
 
 /// What CLIP is to see of a window.
 #[derive(Debug, Clone)]
@@ -195,7 +195,14 @@ impl<E: ImageEmbedder> Tagger<E> {
                     },
                 );
             }
-            segments.push(self.segment_for(job, clip_calls)?);
+            let kind = match (&job.content, self.aggregate) {
+                (WindowContent::Unchanged, _) => EmbeddingKind::Reused,
+                (WindowContent::Pixels(_), Aggregation::Grid) => EmbeddingKind::Grid,
+                (WindowContent::Pixels(_), Aggregation::Mean | Aggregation::Max) => {
+                    EmbeddingKind::Mean
+                }
+            };
+            segments.push(self.segment_for(job, clip_calls, kind)?);
         }
         Ok(segments)
     }
@@ -205,7 +212,12 @@ impl<E: ImageEmbedder> Tagger<E> {
         self.previous.remove(source);
     }
 
-    fn segment_for(&self, job: WindowJob, clip_calls: u32) -> Result<NewSegment, ClipError> {
+    fn segment_for(
+        &self,
+        job: WindowJob,
+        clip_calls: u32,
+        embedding_kind: EmbeddingKind,
+    ) -> Result<NewSegment, ClipError> {
         let reference = self
             .previous
             .get(&job.source)
@@ -233,6 +245,7 @@ impl<E: ImageEmbedder> Tagger<E> {
             keyframes_ms: job.keyframes_ms,
             clip_calls,
             embedding: reference.embedding.clone(),
+            embedding_kind,
             matches,
             label_set: Some(self.labels.fingerprint()),
         })

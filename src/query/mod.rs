@@ -311,6 +311,9 @@ pub fn write_hits(
             )),
         }
         f.push(("model_id".into(), json!(h.window.model_id)));
+        // What the score was taken against: the window's keyframes' mean, a grid image,
+        // or an earlier window's embedding reused for an unchanged scene.
+        f.push(("embedding".into(), json!(h.window.embedding_kind.as_str())));
         records.write(out, &f)?;
     }
     Ok(())

@@ -52,8 +52,8 @@ mod writer;
 pub use blob::{blob_to_f32s, f32s_to_blob};
 pub use error::StoreError;
 pub use records::{
-    LabelRecord, LabelRow, MatchQuery, MatchRow, ModelRecord, NewMatch, NewSegment, Rescored,
-    SegmentRow, SourceStateRecord, TaggedFile, WindowFilter, SOURCE_STATES,
+    EmbeddingKind, LabelRecord, LabelRow, MatchQuery, MatchRow, ModelRecord, NewMatch, NewSegment,
+    Rescored, SegmentRow, SourceStateRecord, TaggedFile, WindowFilter, SOURCE_STATES,
 };
 
 pub use read::Store;

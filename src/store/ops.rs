@@ -302,13 +302,15 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<i64, 
     let segment_id: i64 = conn
         .prepare_cached(
             "INSERT INTO segments (source_id, model_id, start_ms, end_ms, processed_at, \
-             frame_count, keyframes_ms, clip_calls, embedding, wall_start, wall_end) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             frame_count, keyframes_ms, clip_calls, embedding, wall_start, wall_end, \
+             embedding_kind) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
              ON CONFLICT (source_id, model_id, start_ms) DO UPDATE SET \
              end_ms = excluded.end_ms, processed_at = excluded.processed_at, \
              frame_count = excluded.frame_count, keyframes_ms = excluded.keyframes_ms, \
              clip_calls = excluded.clip_calls, embedding = excluded.embedding, \
-             wall_start = excluded.wall_start, wall_end = excluded.wall_end \
+             wall_start = excluded.wall_start, wall_end = excluded.wall_end, \
+             embedding_kind = excluded.embedding_kind \
              RETURNING id",
         )
         .and_then(|mut st| {
@@ -324,7 +326,8 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<i64, 
                     s.clip_calls,
                     f32s_to_blob(&s.embedding),
                     s.wall_start,
-                    s.wall_end
+                    s.wall_end,
+                    s.embedding_kind.as_str()
                 ],
                 |r| r.get(0),
             )

@@ -10,7 +10,8 @@ use super::blob::blob_to_f32s;
 use super::error::StoreError;
 use super::filter::Where;
 use super::records::{
-    LabelRow, MatchQuery, MatchRow, ModelRecord, SegmentRow, SourceStateRecord, TaggedFile,
+    EmbeddingKind, LabelRow, MatchQuery, MatchRow, ModelRecord, SegmentRow, SourceStateRecord,
+    TaggedFile,
 };
 use super::schema::{self, OpenMode};
 use crate::ingest::SourceKind;
@@ -292,7 +293,7 @@ impl Store {
             .prepare(&format!(
                 "SELECT s.id, so.name, s.model_id, s.start_ms, s.end_ms, s.processed_at, \
                  s.frame_count, s.keyframes_ms, s.clip_calls, s.embedding, s.wall_start, \
-                 s.wall_end, so.uri, so.kind \
+                 s.wall_end, so.uri, so.kind, s.embedding_kind \
                  FROM segments s JOIN sources so ON so.id = s.source_id{} ORDER BY {order}",
                 w.sql
             ))
@@ -315,10 +316,13 @@ impl Store {
                         keyframes_ms: Vec::new(),
                         clip_calls: r.get(8)?,
                         embedding: Vec::new(),
+                        // Placeholder until the keyframes are parsed (older windows).
+                        embedding_kind: EmbeddingKind::Mean,
                         matches: Vec::new(),
                     },
                     r.get::<_, String>(7)?,
                     r.get::<_, Vec<u8>>(9)?,
+                    r.get::<_, Option<String>>(14)?,
                 ))
             })
             .map_err(&err)?
@@ -331,10 +335,19 @@ impl Store {
             ))
             .map_err(&err)?;
         let mut out = Vec::with_capacity(raw.len());
-        for (mut seg, keyframes, blob) in raw {
+        for (mut seg, keyframes, blob, kind) in raw {
             seg.keyframes_ms = serde_json::from_str(&keyframes).map_err(|e| {
                 StoreError::bad_data(&self.path, format!("keyframes of segment {}: {e}", seg.id))
             })?;
+            seg.embedding_kind = match kind {
+                None => EmbeddingKind::of_older_window(seg.clip_calls, seg.keyframes_ms.len()),
+                Some(k) => EmbeddingKind::parse(&k).ok_or_else(|| {
+                    StoreError::bad_data(
+                        &self.path,
+                        format!("segment {}: embedding kind {k:?}", seg.id),
+                    )
+                })?,
+            };
             seg.embedding = self.decode(&blob, || format!("embedding of segment {}", seg.id))?;
             seg.matches = match_st
                 .query_map([seg.id], match_row)

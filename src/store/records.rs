@@ -96,9 +96,50 @@ pub struct NewSegment {
     /// CLIP image passes spent on this window; 0 when an embedding was reused.
     pub clip_calls: u32,
     pub embedding: Vec<f32>,
+    pub embedding_kind: EmbeddingKind,
     pub matches: Vec<NewMatch>,
     /// The fingerprint of the label set that scored `matches` (`None`: not known).
     pub label_set: Option<String>,
+}
+
+/// What a window's stored embedding is of (migration 0006 says why it is recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingKind {
+    /// The re-normalised mean of the window's keyframes' embeddings.
+    Mean,
+    /// One super image tiling the window's keyframes.
+    Grid,
+    /// The scene did not change: the source's last embedded window's embedding.
+    Reused,
+}
+
+impl EmbeddingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmbeddingKind::Mean => "mean",
+            EmbeddingKind::Grid => "grid",
+            EmbeddingKind::Reused => "reused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EmbeddingKind> {
+        match s {
+            "mean" => Some(EmbeddingKind::Mean),
+            "grid" => Some(EmbeddingKind::Grid),
+            "reused" => Some(EmbeddingKind::Reused),
+            _ => None,
+        }
+    }
+
+    /// A window stored before the kind was: told from what was always stored.
+    pub fn of_older_window(clip_calls: u32, keyframes: usize) -> EmbeddingKind {
+        match clip_calls {
+            0 => EmbeddingKind::Reused,
+            1 if keyframes > 1 => EmbeddingKind::Grid,
+            _ => EmbeddingKind::Mean,
+        }
+    }
 }
 
 /// New matches for a stored window, scored by another label set from its stored embedding
@@ -215,6 +256,7 @@ pub struct SegmentRow {
     pub keyframes_ms: Vec<i64>,
     pub clip_calls: u32,
     pub embedding: Vec<f32>,
+    pub embedding_kind: EmbeddingKind,
     pub matches: Vec<MatchRow>,
 }
 

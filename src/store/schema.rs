@@ -43,6 +43,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0005_label_sets",
         sql: include_str!("migrations/0005_label_sets.sql"),
     },
+    Migration {
+        name: "0006_embedding_kind",
+        sql: include_str!("migrations/0006_embedding_kind.sql"),
+    },
 ];
 
 /// The `user_version` a database has once this binary has migrated it.
