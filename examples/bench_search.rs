@@ -6,7 +6,8 @@
 //!   bench_search backfill --db FILE [--labels 20]   (rescore every window: windows/s)
 //!   bench_search compare --windows N [--dim 512] [--queries 200] [--seed 1]
 //!   bench_search process --db FILE [--bin target/release/cliptag] [--queries 20]
-//!                [--exact-queries 20]   (`cliptag search --like` as a whole process)
+//!                [--exact-queries 20] [--candidates 1000,2000]
+//!                (`cliptag search --like` as a whole process)
 //!
 //! The data: unit vectors with the structure of CLIP window embeddings on an edge box —
 //! a direction every window shares (CLIP's image embeddings all lie in a narrow cone),
@@ -129,6 +130,10 @@ fn main() -> Result<()> {
             &arg::<String>(&args, "--bin", Some("target/release/cliptag".into()))?,
             arg(&args, "--queries", Some(20))?,
             arg(&args, "--exact-queries", Some(20))?,
+            &arg::<String>(&args, "--candidates", Some("1000".into()))?
+                .split(',')
+                .map(|c| c.parse().context("--candidates wants numbers, e.g. 1000,2000"))
+                .collect::<Result<Vec<usize>>>()?,
         );
     }
     if args.first().map(String::as_str) == Some("backfill") {
@@ -226,9 +231,19 @@ fn index(db: &str) -> Result<()> {
 }
 
 /// One `cliptag search --like ID --json` run: its wall time, peak RSS and the ids found.
-fn run_search(bin: &str, db: &str, id: i64, extra: &[&str]) -> Result<(f64, u64, Vec<i64>)> {
+fn run_search(
+    bin: &str,
+    db: &str,
+    id: i64,
+    extra: &[&str],
+    candidates: Option<usize>,
+) -> Result<(f64, u64, Vec<i64>)> {
     let times = std::env::temp_dir().join(format!("bench-search-time-{}", std::process::id()));
-    let out = std::process::Command::new("/usr/bin/time")
+    let mut command = std::process::Command::new("/usr/bin/time");
+    if let Some(c) = candidates {
+        command.env("CLIPTAG_SEARCH_CANDIDATES", c.to_string());
+    }
+    let out = command
         .args(["-f", "%e %M", "-o"])
         .arg(&times)
         .args([bin, "search", "--db", db, "--like", &id.to_string()])
@@ -263,10 +278,17 @@ fn drop_page_cache() -> bool {
 }
 
 /// `cliptag search --like` as a whole process over `queries` windows spread over the
-/// database: p50/p99 wall with the page cache warm (each query run once before), then
-/// cold (the page cache dropped before each run, when root), peak RSS, and recall@10
-/// of the index against `--exact` for the first `exact_queries`.
-fn process(db: &str, bin: &str, queries: usize, exact_queries: usize) -> Result<()> {
+/// database, for each count of rescored candidates (`CLIPTAG_SEARCH_CANDIDATES`): p50/p99
+/// wall with the page cache warm (each query run once before), then cold (the page cache
+/// dropped before each run, when root), peak RSS, and recall@10 of the index against
+/// `--exact` over the first `exact_queries` (the exact answers are found once).
+fn process(
+    db: &str,
+    bin: &str,
+    queries: usize,
+    exact_queries: usize,
+    candidates: &[usize],
+) -> Result<()> {
     let n = cliptag::store::Store::open_existing(std::path::Path::new(db))?.segment_count()?;
     let ids: Vec<i64> = (0..queries as u64)
         .map(|q| (1 + q * n / queries as u64 + 7 * q) as i64)
@@ -275,42 +297,48 @@ fn process(db: &str, bin: &str, queries: usize, exact_queries: usize) -> Result<
         v.sort_by(f64::total_cmp);
         v[(v.len() * p / 100).min(v.len() - 1)] * 1e3
     };
-    let mut warm = Vec::new();
-    let mut rss = 0;
-    let mut found = Vec::new();
-    for &id in &ids {
-        run_search(bin, db, id, &[])?;
-        let (wall, kb, got) = run_search(bin, db, id, &[])?;
-        warm.push(wall);
-        rss = rss.max(kb);
-        found.push(got);
-    }
-    let mut cold = Vec::new();
-    for &id in &ids {
-        if !drop_page_cache() {
-            break;
+    let exact: Vec<Vec<i64>> = ids
+        .iter()
+        .take(exact_queries)
+        .map(|&id| run_search(bin, db, id, &["--exact"], None).map(|(_, _, found)| found))
+        .collect::<Result<_>>()?;
+    for &c in candidates {
+        let mut warm = Vec::new();
+        let mut rss = 0;
+        let mut found = Vec::new();
+        for &id in &ids {
+            run_search(bin, db, id, &[], Some(c))?;
+            let (wall, kb, got) = run_search(bin, db, id, &[], Some(c))?;
+            warm.push(wall);
+            rss = rss.max(kb);
+            found.push(got);
         }
-        cold.push(run_search(bin, db, id, &[])?.0);
+        let mut cold = Vec::new();
+        for &id in &ids {
+            if !drop_page_cache() {
+                break;
+            }
+            cold.push(run_search(bin, db, id, &[], Some(c))?.0);
+        }
+        let (mut hits, mut asked) = (0, 0);
+        for (got, want) in found.iter().zip(&exact) {
+            hits += got.iter().filter(|i| want.contains(i)).count();
+            asked += want.len();
+        }
+        let cold = if cold.len() == ids.len() {
+            format!("{:.0} | {:.0}", pct(cold.clone(), 50), pct(cold, 99))
+        } else {
+            "- | -".into()
+        };
+        println!(
+            "| {n} | {c} | {:.0} | {:.0} | {cold} | {:.3} ({} queries) | {} |",
+            pct(warm.clone(), 50),
+            pct(warm, 99),
+            hits as f64 / asked.max(1) as f64,
+            exact.len(),
+            rss / 1024
+        );
     }
-    let (mut hits, mut asked) = (0, 0);
-    for (&id, got) in ids.iter().zip(&found).take(exact_queries) {
-        let (_, _, want) = run_search(bin, db, id, &["--exact"])?;
-        hits += got.iter().filter(|i| want.contains(i)).count();
-        asked += want.len();
-    }
-    let cold = if cold.len() == ids.len() {
-        format!("{:.0} | {:.0}", pct(cold.clone(), 50), pct(cold, 99))
-    } else {
-        "- | -".into()
-    };
-    println!(
-        "| {n} | {:.0} | {:.0} | {cold} | {:.3} ({} queries) | {} |",
-        pct(warm.clone(), 50),
-        pct(warm, 99),
-        hits as f64 / asked.max(1) as f64,
-        exact_queries.min(ids.len()),
-        rss / 1024
-    );
     Ok(())
 }
 
