@@ -123,7 +123,9 @@ struct Reference {
 pub struct Tagger<E: ImageEmbedder> {
     pub embedder: E,
     pub model_id: String,
-    pub labels: LabelSet,
+    labels: LabelSet,
+    /// `labels.fingerprint()`, hashed once per label set rather than once per window.
+    label_set: String,
     pub aggregate: Aggregation,
     pub top_k: usize,
     pub min_probability: f32,
@@ -141,6 +143,7 @@ impl<E: ImageEmbedder> Tagger<E> {
         Tagger {
             embedder,
             model_id,
+            label_set: labels.fingerprint(),
             labels,
             aggregate: keyframes.aggregate,
             top_k: classify.top_k,
@@ -207,6 +210,22 @@ impl<E: ImageEmbedder> Tagger<E> {
         Ok(segments)
     }
 
+    /// The label set in force.
+    pub fn labels(&self) -> &LabelSet {
+        &self.labels
+    }
+
+    /// Its fingerprint, as windows record it.
+    pub fn label_set(&self) -> &str {
+        &self.label_set
+    }
+
+    /// Scores the windows that follow with `labels` (a reload).
+    pub fn set_labels(&mut self, labels: LabelSet) {
+        self.label_set = labels.fingerprint();
+        self.labels = labels;
+    }
+
     /// Forget a source's reference window (it reconnected: the scene may be another).
     pub fn forget(&mut self, source: &str) {
         self.previous.remove(source);
@@ -247,7 +266,7 @@ impl<E: ImageEmbedder> Tagger<E> {
             embedding: reference.embedding.clone(),
             embedding_kind,
             matches,
-            label_set: Some(self.labels.fingerprint()),
+            label_set: Some(self.label_set.clone()),
         })
     }
 }

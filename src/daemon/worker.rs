@@ -108,7 +108,7 @@ impl InferenceWorker {
             }
         }
         self.stop_backfill();
-        outcome.labels = self.tagger.labels.labels.len();
+        outcome.labels = self.tagger.labels().labels.len();
         outcome
     }
 
@@ -126,7 +126,7 @@ impl InferenceWorker {
         let stop = Arc::new(AtomicBool::new(false));
         let (writer, labels, classify, model_id, flag) = (
             self.writer.clone(),
-            self.tagger.labels.clone(),
+            self.tagger.labels().clone(),
             self.classify.clone(),
             self.tagger.model_id.clone(),
             stop.clone(),
@@ -191,11 +191,7 @@ impl InferenceWorker {
             *outcome.written.entry(source).or_default() += 1;
         }
         if !done.is_empty() {
-            let tagged_with = format!(
-                "{}:{}",
-                self.tagger.model_id,
-                self.tagger.labels.fingerprint()
-            );
+            let tagged_with = format!("{}:{}", self.tagger.model_id, self.tagger.label_set());
             for (source, uri, file) in done {
                 tracing::info!(source = %source, "tagged to its end");
                 self.writer.mark_file_tagged(TaggedFile {
@@ -231,13 +227,13 @@ impl InferenceWorker {
                     "labels reloaded from {}",
                     self.labels_path.display()
                 );
-                self.tagger.labels = labels;
+                self.tagger.set_labels(labels);
                 self.classify = classify.clone();
                 self.start_backfill();
             }
             Err(e) => tracing::error!(
                 "labels not reloaded, the previous {} labels stay in force: {e}",
-                self.tagger.labels.labels.len()
+                self.tagger.labels().labels.len()
             ),
         }
     }
