@@ -15,10 +15,21 @@ pub fn f32s_to_blob(v: &[f32]) -> Vec<u8> {
 /// Decodes [`f32s_to_blob`]'s format; a length that is not a multiple of 4
 /// means the row is damaged, not that the tail can be ignored.
 pub fn blob_to_f32s(b: &[u8]) -> Result<Vec<f32>, StoreError> {
+    let mut out = Vec::with_capacity(b.len() / 4);
+    blob_into_f32s(b, &mut out)?;
+    Ok(out)
+}
+
+/// [`blob_to_f32s`] into a buffer that is reused (cleared first): a scan over millions of
+/// windows allocates nothing per window.
+pub fn blob_into_f32s(b: &[u8], out: &mut Vec<f32>) -> Result<(), StoreError> {
     if !b.len().is_multiple_of(4) {
         return Err(StoreError::BadBlob { len: b.len() });
     }
-    Ok(b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    out.clear();
+    out.extend(
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
+    Ok(())
 }

@@ -8,7 +8,7 @@
 use rusqlite::types::Value;
 use rusqlite::OptionalExtension;
 
-use super::blob::blob_to_f32s;
+use super::blob::{blob_into_f32s, blob_to_f32s};
 
 use super::error::StoreError;
 use super::filter::Where;
@@ -66,20 +66,15 @@ impl Store {
         let mut count = 0;
         while let Some(row) = rows.next().map_err(err)? {
             let id: i64 = row.get(0).map_err(err)?;
-            let blob = row.get_ref(1).map_err(err)?.as_blob().map_err(|e| {
+            let bad = |e: &dyn std::fmt::Display| {
                 StoreError::bad_data(self.path(), format!("embedding of segment {id}: {e}"))
-            })?;
-            if blob.len() % 4 != 0 {
-                return Err(StoreError::bad_data(
-                    self.path(),
-                    format!("embedding of segment {id}: {} bytes", blob.len()),
-                ));
-            }
-            buffer.clear();
-            buffer.extend(
-                blob.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
+            };
+            let blob = row
+                .get_ref(1)
+                .map_err(err)?
+                .as_blob()
+                .map_err(|e| bad(&e))?;
+            blob_into_f32s(blob, &mut buffer).map_err(|e| bad(&e))?;
             each(id, &buffer);
             count += 1;
         }
