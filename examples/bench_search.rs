@@ -6,7 +6,7 @@
 //!   bench_search backfill --db FILE [--labels 20]   (rescore every window: windows/s)
 //!   bench_search compare --windows N [--dim 512] [--queries 200] [--seed 1]
 //!   bench_search process --db FILE [--bin target/release/cliptag] [--queries 20]
-//!                [--exact-queries 20] [--candidates 1000,2000]
+//!                [--exact-queries 20] [--candidates default,1000,2000]
 //!                (`cliptag search --like` as a whole process)
 //!
 //! The data: unit vectors with the structure of CLIP window embeddings on an edge box —
@@ -130,10 +130,16 @@ fn main() -> Result<()> {
             &arg::<String>(&args, "--bin", Some("target/release/cliptag".into()))?,
             arg(&args, "--queries", Some(20))?,
             arg(&args, "--exact-queries", Some(20))?,
-            &arg::<String>(&args, "--candidates", Some("1000".into()))?
+            &arg::<String>(&args, "--candidates", Some("default".into()))?
                 .split(',')
-                .map(|c| c.parse().context("--candidates wants numbers, e.g. 1000,2000"))
-                .collect::<Result<Vec<usize>>>()?,
+                .map(|c| match c {
+                    "default" => Ok(None),
+                    c => c
+                        .parse()
+                        .map(Some)
+                        .context("--candidates wants numbers or `default`, e.g. 1000,default"),
+                })
+                .collect::<Result<Vec<Option<usize>>>>()?,
         );
     }
     if args.first().map(String::as_str) == Some("backfill") {
@@ -287,7 +293,7 @@ fn process(
     bin: &str,
     queries: usize,
     exact_queries: usize,
-    candidates: &[usize],
+    candidates: &[Option<usize>],
 ) -> Result<()> {
     let n = cliptag::store::Store::open_existing(std::path::Path::new(db))?.segment_count()?;
     let ids: Vec<i64> = (0..queries as u64)
@@ -297,18 +303,44 @@ fn process(
         v.sort_by(f64::total_cmp);
         v[(v.len() * p / 100).min(v.len() - 1)] * 1e3
     };
-    let exact: Vec<Vec<i64>> = ids
-        .iter()
-        .take(exact_queries)
-        .map(|&id| run_search(bin, db, id, &["--exact"], None).map(|(_, _, found)| found))
-        .collect::<Result<_>>()?;
+    // The exact answers take minutes each at 10⁷ windows: kept beside the database, for
+    // the next run with other settings (delete the file when the database changes).
+    let cache_path = format!("{db}-exact-answers");
+    let cache: std::collections::HashMap<i64, Vec<i64>> = std::fs::read_to_string(&cache_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut ids = line.split_whitespace().map(|v| v.parse::<i64>().ok());
+            Some((ids.next()??, ids.collect::<Option<Vec<i64>>>()?))
+        })
+        .collect();
+    let mut exact = Vec::new();
+    for &id in ids.iter().take(exact_queries) {
+        let found = match cache.get(&id) {
+            Some(found) => found.clone(),
+            None => {
+                let (_, _, found) = run_search(bin, db, id, &["--exact"], None)?;
+                let line: Vec<String> = std::iter::once(id)
+                    .chain(found.iter().copied())
+                    .map(|v| v.to_string())
+                    .collect();
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&cache_path)?;
+                std::io::Write::write_all(&mut f, format!("{}\n", line.join(" ")).as_bytes())?;
+                found
+            }
+        };
+        exact.push(found);
+    }
     for &c in candidates {
         let mut warm = Vec::new();
         let mut rss = 0;
         let mut found = Vec::new();
         for &id in &ids {
-            run_search(bin, db, id, &[], Some(c))?;
-            let (wall, kb, got) = run_search(bin, db, id, &[], Some(c))?;
+            run_search(bin, db, id, &[], c)?;
+            let (wall, kb, got) = run_search(bin, db, id, &[], c)?;
             warm.push(wall);
             rss = rss.max(kb);
             found.push(got);
@@ -318,7 +350,7 @@ fn process(
             if !drop_page_cache() {
                 break;
             }
-            cold.push(run_search(bin, db, id, &[], Some(c))?.0);
+            cold.push(run_search(bin, db, id, &[], c)?.0);
         }
         let (mut hits, mut asked) = (0, 0);
         for (got, want) in found.iter().zip(&exact) {
@@ -330,6 +362,7 @@ fn process(
         } else {
             "- | -".into()
         };
+        let c = c.map_or("default".to_string(), |c| c.to_string());
         println!(
             "| {n} | {c} | {:.0} | {:.0} | {cold} | {:.3} ({} queries) | {} |",
             pct(warm.clone(), 50),

@@ -4,7 +4,8 @@
 # clustered unit vectors like CLIP window embeddings; recall against the exact scan).
 #
 #   scripts/bench-search.sh [N...]          (default: 100000 1000000)
-#   BENCH_DIR=/big/disk scripts/bench-search.sh 10000000
+#   BENCH_DIR=/big/disk scripts/bench-search.sh 10000000     (42 GB; generating takes ~9 min)
+#   CANDIDATES=1000,2000,4000 EXACT_QUERIES=5 scripts/bench-search.sh 10000000
 #
 # The databases (~2.3 KB per window) go to $BENCH_DIR (default /tmp/cliptag-bench), never
 # into the repository, and are reused when present. Release build. Figures are for the
@@ -33,30 +34,19 @@ for n in "${sizes[@]}"; do
 done
 
 echo
-echo "## cliptag search --like (whole process: open, read the index, rescore, print; no model to load)"
-table=()
+echo "## cliptag search --like as a whole process (open, read the index, rescore from SQLite, print; no model to load)"
+echo "20 queries spread over the database; warm: each run once before; cold: page cache dropped before each run (root only)."
+echo "Recall@10 against \`cliptag search --exact\` for the first 5 queries (EXACT_QUERIES)."
+echo
+echo "| windows | candidates rescored | warm p50 ms | warm p99 ms | cold p50 ms | cold p99 ms | recall@10 | peak RSS MB |"
+echo "|---|---|---|---|---|---|---|---|"
 for n in "${sizes[@]}"; do
     db="$dir/search-$n.db"
     if [[ ! -f $db ]]; then
-        "$gen" gen --db "$db" --windows "$n"
+        "$gen" gen --db "$db" --windows "$n" >&2
     elif [[ ! -f $db-codes ]]; then
-        "$gen" index --db "$db"
+        "$gen" index --db "$db" >&2
     fi
-    for mode in index exact; do
-        flag=
-        [[ $mode == exact ]] && flag=--exact
-        "$bin" search --db "$db" --like 1 --limit 10 $flag >/dev/null 2>&1   # warm the page cache
-        walls=()
-        rss=0
-        for _ in 1 2 3 4 5; do
-            /usr/bin/time -f '%e %M' -o "$dir/time.txt" "$bin" search --db "$db" --like 1 --limit 10 $flag >/dev/null 2>&1
-            read -r wall rss <"$dir/time.txt"
-            walls+=("$wall")
-        done
-        median=$(printf '%s\n' "${walls[@]}" | sort -n | sed -n 3p)
-        table+=("| $n | $mode | $(du -h "$db" | cut -f1) + $(du -h "$db-codes" | cut -f1) | $median | $((rss / 1024)) |")
-    done
+    "$gen" process --db "$db" --bin "$bin" --queries 20 --exact-queries "${EXACT_QUERIES:-5}" \
+        --candidates "${CANDIDATES:-default}"
 done
-echo "| windows | method | database + index | wall s (median of 5, page cache warm) | peak RSS MB |"
-echo "|---|---|---|---|---|"
-printf '%s\n' "${table[@]}"

@@ -9,16 +9,17 @@
 //! - **The query is a unit vector made like a window's**: a text is expanded by the prompt
 //!   templates exactly as a label is (a caption stays as written), and several texts and
 //!   their prompts are one ensemble (the re-normalised mean of their normalised
-//!   embeddings), so "zone plate" searches the way the label "zone plate" scores; a picture or a video is the mean of its sampled frames' embeddings, through the
-//!   same preprocessing as keyframes; `--like` takes a stored window's embedding as it is
+//!   embeddings), so "zone plate" searches the way the label "zone plate" scores; a
+//!   picture or a video is the mean of its sampled frames' embeddings, through the same
+//!   preprocessing as keyframes; `--like` takes a stored window's embedding as it is
 //!   (and leaves that window out of the answer).
 //! - **The index picks candidates, the embeddings decide.** With a search index for the
 //!   model (`store::codes`: 64 bytes of sign bits per ViT-B/32 window), every picked window
-//!   is ranked by Hamming distance to the query's bits, and the best [`RESCORE_MIN`] (or a
-//!   thousandth of the windows, or ten per answer, if more) are rescored exactly from their
-//!   stored embeddings; windows
-//!   written after the index's last are scored exactly too, so a window is never missed
-//!   because the index lags (after a kill). Without an index, or with `--exact`, every
+//!   is ranked by Hamming distance to the query's bits, the nearest are ranked again by
+//!   the query against their bits, and the best of those ([`counts`]) are rescored
+//!   exactly from their stored embeddings; windows written after the index's last are
+//!   scored exactly too, so a window is never missed because the index lags (after a
+//!   kill). Without an index, or with `--exact`, every
 //!   picked window is scored exactly. Either way a score is the true cosine (a dot
 //!   product of unit vectors) and filters are applied in SQL before a vector is read.
 
@@ -169,21 +170,36 @@ pub fn window_query(store: &Store, id: i64) -> Result<(String, Vec<f32>), Search
     Ok((window.model_id, l2_normalized(window.embedding)))
 }
 
-/// Candidates the index hands to exact rescoring, at least, and at least ten per answer.
-/// Measured on generated ViT-B/32-like data (scripts/bench-search.sh), recall@10 against
-/// the exact scan: at 10⁵ windows 100 candidates gave 0.998 and 400 gave 1.000; at 10⁶,
-/// 400 gave 0.874 and 1 000 gave 1.000.
-pub const RESCORE_MIN: usize = 1000;
-
-/// How many candidates to rescore: [`RESCORE_MIN`], or ten per answer if more;
-/// `CLIPTAG_SEARCH_CANDIDATES` sets it for benchmarks.
-fn candidates(limit: usize) -> usize {
-    std::env::var("CLIPTAG_SEARCH_CANDIDATES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(RESCORE_MIN)
-        .max(limit * 10)
+/// How many windows the index's two steps keep, of `records` (see `store::codes::rank`),
+/// for an answer of `limit`: Hamming distance keeps a shortlist of [`SHORTLIST_MIN`] or a
+/// [`SHORTLIST_SHARE`]th of the records, if more; the centred query against their bits
+/// keeps the candidates that are rescored exactly: [`CANDIDATES_MIN`], or a
+/// [`CANDIDATES_SHARE`]th of the records, or ten per answer, if more.
+/// `CLIPTAG_SEARCH_SHORTLIST` and `CLIPTAG_SEARCH_CANDIDATES` set them for benchmarks.
+///
+/// Measured on generated ViT-B/32-like data (scripts/bench-search.sh; 16 cameras × 64
+/// scenes, so 10⁴ near-duplicates per scene at 10⁷ windows), recall@10 against the exact
+/// scan: the shortlist never limited it (10⁷: 20 000, 50 000 and 200 000 gave the same);
+/// the candidates did — see the README's table.
+fn counts(records: usize, limit: usize) -> codes::Counts {
+    let from_env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    codes::Counts {
+        shortlist: from_env("CLIPTAG_SEARCH_SHORTLIST")
+            .unwrap_or(SHORTLIST_MIN.max(records / SHORTLIST_SHARE)),
+        keep: from_env("CLIPTAG_SEARCH_CANDIDATES")
+            .unwrap_or(CANDIDATES_MIN.max(records / CANDIDATES_SHARE))
+            .max(limit * 10),
+    }
 }
+
+/// See [`counts`].
+pub const SHORTLIST_MIN: usize = 10_000;
+/// See [`counts`].
+pub const SHORTLIST_SHARE: usize = 500;
+/// See [`counts`].
+pub const CANDIDATES_MIN: usize = 1000;
+/// See [`counts`].
+pub const CANDIDATES_SHARE: usize = 2500;
 
 /// Threads that scan the index: every core the process may use (a search is a short
 /// burst; the daemon's inference thread gives way for a fraction of a second).
@@ -237,7 +253,7 @@ pub fn search(
                 store.path(),
                 model_id,
                 query,
-                candidates(limit),
+                &|records| counts(records, limit),
                 scan_threads(),
                 &keep,
             )

@@ -130,17 +130,33 @@ pub struct Ranked {
 /// beside the scan, small enough that a search's memory does not grow with the file.
 const READ_CHUNK: usize = 4 << 20;
 
-/// Ranks every record of `<db>-codes` by Hamming distance to `query`'s bits and keeps the
-/// `k` nearest for which `keep(id)` holds. The file is scanned where it lies, in
-/// [`READ_CHUNK`] reads, split between `threads` threads (each its own stretch of records
-/// and its own best `k`, merged at the end): at 10⁷ windows the file is 720 MB, and one
-/// core's popcount over it is the whole cost of a search. `None` when there is no
-/// readable file of `model_id` with the query's dimensions.
+/// How many records each step of [`rank`] keeps, for a file of so many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub shortlist: usize,
+    pub keep: usize,
+}
+
+/// Ranks every record of `<db>-codes` against `query` and returns the best candidates for
+/// which `keep(id)` holds, in two steps over the codes alone (`counts(records)` says how
+/// many each keeps):
+/// 1. **Hamming distance** between the query's sign bits and each record's — a popcount of
+///    a few words, so every record can afford it — keeps a shortlist;
+/// 2. **the centred query against their sign bits** (the sum of the query's values less
+///    the centre, with the sign of each bit: a table per byte, ~50× the cost of step 1, so
+///    only for the shortlist) keeps the best. Symmetric Hamming throws away how strongly the query
+///    leans in each dimension; this keeps it, so far fewer candidates need an exact
+///    rescore for the same recall (see `scripts/bench-search.sh`).
+///
+/// The file is scanned where it lies, in [`READ_CHUNK`] reads, split between `threads`
+/// threads (each its own stretch of records and its own shortlist, merged at the end): at
+/// 10⁷ windows the file is 720 MB, and the popcounts over it are most of a search.
+/// `None` when there is no readable file of `model_id` with the query's dimensions.
 pub fn rank(
     db: &Path,
     model_id: &str,
     query: &[f32],
-    k: usize,
+    counts: &dyn Fn(usize) -> Counts,
     threads: usize,
     keep: &(dyn Fn(i64) -> bool + Sync),
 ) -> Option<Ranked> {
@@ -151,19 +167,34 @@ pub fn rank(
     }
     let mut bits = Vec::new();
     space.encode(query, &mut bits);
+    // Against the centred query, as the bits are of the centred windows: measured at 10⁷
+    // windows, the query as it is ranked worse than Hamming distance alone.
+    let centred: Vec<f32> = query
+        .iter()
+        .zip(&space.centre)
+        .map(|(q, c)| q - c)
+        .collect();
+    let tables = byte_tables(&centred, space.words() * 8);
     let start = header_len(space.dim());
     let record = space.record_len();
     // A torn last record (the writer was killed mid-append) is left out.
     let count = (file.metadata().ok()?.len().saturating_sub(start) / record as u64) as usize;
     let threads = threads.clamp(1, 16).min(count.max(1));
     let per_thread = count.div_ceil(threads);
-    let parts: Vec<std::io::Result<Stretch>> = std::thread::scope(|scope| {
+    let Counts { shortlist, keep: k } = counts(count);
+    // Per thread: each keeps the best of its own stretch.
+    let shortlist = shortlist.max(k);
+    let parts: Vec<std::io::Result<Scored>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (file, bits) = (&file, &bits);
+                let (file, bits, tables) = (&file, &bits, &tables);
                 let first = t * per_thread;
                 let last = ((t + 1) * per_thread).min(count);
-                scope.spawn(move || scan_stretch(file, start, record, first..last, bits, k, keep))
+                scope.spawn(move || {
+                    let stretch =
+                        scan_stretch(file, start, record, first..last, bits, shortlist, keep)?;
+                    Ok(stretch.scored(tables))
+                })
             })
             .collect();
         handles
@@ -174,18 +205,19 @@ pub fn rank(
             })
             .collect()
     });
-    let mut nearest: Vec<(u32, i64)> = Vec::with_capacity(k * threads);
+    let mut scored: Vec<(f32, i64)> = Vec::with_capacity(shortlist * threads);
     let (mut ranked, mut last_id) = (0u64, 0i64);
     for part in parts {
         let part = part.ok()?;
-        nearest.extend(part.nearest);
+        scored.extend(part.candidates);
         ranked += part.ranked;
         last_id = last_id.max(part.last_id);
     }
-    nearest.sort_unstable();
+    // Best first: the highest estimated dot product.
+    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     // A window rewritten by a re-run has two records: it is a candidate once.
-    let mut seen = std::collections::HashSet::with_capacity(nearest.len());
-    let candidates = nearest
+    let mut seen = std::collections::HashSet::with_capacity(scored.len());
+    let candidates = scored
         .into_iter()
         .map(|(_, id)| id)
         .filter(|id| seen.insert(*id))
@@ -198,11 +230,65 @@ pub fn rank(
     })
 }
 
-/// One thread's share of [`rank`].
+/// For each byte of a code, the query's contribution for each of the 256 values it can
+/// take: +x for a set bit of dimension d (the window lies above the centre there), −x for
+/// a clear one, 0 past the last dimension.
+fn byte_tables(query: &[f32], bytes: usize) -> Vec<[f32; 256]> {
+    (0..bytes)
+        .map(|b| {
+            let mut table = [0f32; 256];
+            for (value, slot) in table.iter_mut().enumerate() {
+                *slot = (0..8)
+                    .filter_map(|bit| query.get(8 * b + bit).map(|x| (bit, *x)))
+                    .map(|(bit, x)| if value >> bit & 1 == 1 { x } else { -x })
+                    .sum();
+            }
+            table
+        })
+        .collect()
+}
+
+/// One thread's share of [`rank`], step 1: the shortlist by Hamming distance, with each
+/// kept record's code copied into a slot of `codes` (a slot is reused when its record is
+/// pushed out, so the scan allocates nothing per record).
 struct Stretch {
-    nearest: Vec<(u32, i64)>,
+    /// (distance, id, slot in `codes`).
+    nearest: Vec<(u32, i64, u32)>,
+    codes: Vec<u8>,
+    code_len: usize,
     ranked: u64,
     last_id: i64,
+}
+
+/// Step 2 of one thread's share: its shortlist with the estimated dot products.
+struct Scored {
+    candidates: Vec<(f32, i64)>,
+    ranked: u64,
+    last_id: i64,
+}
+
+impl Stretch {
+    fn scored(self, tables: &[[f32; 256]]) -> Scored {
+        let candidates = self
+            .nearest
+            .iter()
+            .map(|&(_, id, slot)| {
+                let at = slot as usize * self.code_len;
+                let code = &self.codes[at..at + self.code_len];
+                let estimate = code
+                    .iter()
+                    .zip(tables)
+                    .map(|(&byte, table)| table[byte as usize])
+                    .sum::<f32>();
+                (estimate, id)
+            })
+            .collect();
+        Scored {
+            candidates,
+            ranked: self.ranked,
+            last_id: self.last_id,
+        }
+    }
 }
 
 fn scan_stretch(
@@ -211,14 +297,16 @@ fn scan_stretch(
     record: usize,
     records: std::ops::Range<usize>,
     bits: &[u64],
-    k: usize,
+    shortlist: usize,
     keep: &(dyn Fn(i64) -> bool + Sync),
 ) -> std::io::Result<Stretch> {
     use std::os::unix::fs::FileExt;
+    let code_len = record - 8;
     let per_read = (READ_CHUNK / record).max(1);
     let mut buffer = vec![0u8; per_read * record];
-    // A max-heap of the k nearest so far: most records are one comparison with its top.
-    let mut heap: BinaryHeap<(u32, i64)> = BinaryHeap::with_capacity(k + 1);
+    // A max-heap of the nearest so far: most records are one comparison with its top.
+    let mut heap: BinaryHeap<(u32, i64, u32)> = BinaryHeap::with_capacity(shortlist + 1);
+    let mut codes = vec![0u8; shortlist.min(records.len()) * code_len];
     let (mut ranked, mut last_id) = (0u64, 0i64);
     let mut at = records.start;
     while at < records.end {
@@ -232,18 +320,28 @@ fn scan_stretch(
                 continue;
             }
             ranked += 1;
-            let d = hamming(&r[8..], bits);
-            if heap.len() < k {
-                heap.push((d, id));
-            } else if heap.peek().is_some_and(|&(worst, _)| d < worst) {
-                heap.pop();
-                heap.push((d, id));
-            }
+            let code = &r[8..];
+            let d = hamming(code, bits);
+            let slot = if heap.len() < shortlist {
+                heap.len() as u32
+            } else if heap.peek().is_some_and(|&(worst, _, _)| d < worst) {
+                match heap.pop() {
+                    Some((_, _, slot)) => slot,
+                    None => continue,
+                }
+            } else {
+                continue;
+            };
+            let from = slot as usize * code_len;
+            codes[from..from + code_len].copy_from_slice(code);
+            heap.push((d, id, slot));
         }
         at += n;
     }
     Ok(Stretch {
         nearest: heap.into_vec(),
+        codes,
+        code_len,
         ranked,
         last_id,
     })
@@ -393,6 +491,13 @@ fn write_record(
 mod tests {
     use super::*;
 
+    fn counts(keep: usize) -> Counts {
+        Counts {
+            shortlist: keep,
+            keep,
+        }
+    }
+
     #[test]
     fn codes_round_trip_rank_and_a_torn_record_is_cut() {
         let dir = tempfile::tempdir().unwrap();
@@ -424,14 +529,14 @@ mod tests {
         space.encode(&a, &mut query);
         assert_eq!(query[0] & 0b1111, 0b1001);
         for threads in [1, 2, 3] {
-            let all = rank(&db, "m1", &b, 10, threads, &|_| true).unwrap();
+            let all = rank(&db, "m1", &b, &|_| counts(10), threads, &|_| true).unwrap();
             assert_eq!(all.candidates, vec![7, 1]);
             assert_eq!((all.ranked, all.last_id), (2, 7));
-            let one = rank(&db, "m1", &a, 1, threads, &|id| id != 1).unwrap();
+            let one = rank(&db, "m1", &a, &|_| counts(1), threads, &|id| id != 1).unwrap();
             assert_eq!(one.candidates, vec![7]);
             assert_eq!((one.ranked, one.last_id), (1, 7));
         }
-        assert!(rank(&db, "m2", &a, 1, 1, &|_| true).is_none());
+        assert!(rank(&db, "m2", &a, &|_| counts(1), 1, &|_| true).is_none());
         assert_eq!(read_space(&db).unwrap(), space);
     }
 }
