@@ -219,6 +219,117 @@ fn labels_backfill_scores_the_past_without_the_video() {
 }
 
 #[test]
+fn under_max_a_backfill_scores_each_keyframe_as_the_tagger_did() {
+    let home = Home::new(&labels_without("checkerboard"));
+    let clip = render_patterns(&home, &LAYOUT);
+    let config = config(
+        &home,
+        &format!(
+            "[keyframes]\naggregate = \"max\"\n[[source]]\nname = \"patterns\"\nuri = {clip:?}\n"
+        ),
+    );
+    let o = home.cliptag(&["run", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::remove_file(&clip).unwrap();
+    std::fs::write(home.path("labels.txt"), labels_without("")).unwrap();
+    let o = home.cliptag(&["labels", "backfill", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("rescored 10 window(s)"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // Expected, computed here: per keyframe, softmax(100 · cosine) over the active labels;
+    // per label, its best keyframe's probability; the best three labels.
+    let c = db(&home);
+    let labels: Vec<(String, Vec<f32>)> = c
+        .prepare("SELECT text, embedding FROM labels WHERE active = 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, floats(&r.get::<_, Vec<u8>>(1)?))))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(labels.len(), 8);
+    let mut keyframes: std::collections::BTreeMap<i64, Vec<Vec<f32>>> = Default::default();
+    c.prepare(
+        "SELECT s.start_ms, k.embedding FROM keyframe_embeddings k \
+         JOIN segments s ON s.id = k.segment_id ORDER BY s.start_ms, k.keyframe",
+    )
+    .unwrap()
+    .query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, floats(&r.get::<_, Vec<u8>>(1)?)))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .for_each(|(start, e)| keyframes.entry(start).or_default().push(e));
+    assert_eq!(keyframes.len(), 10, "every window keeps its keyframes");
+    let kinds: Vec<String> = c
+        .prepare("SELECT DISTINCT embedding_kind FROM segments ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        kinds.iter().all(|k| k == "mean" || k == "reused"),
+        "{kinds:?}"
+    );
+    let stored = matches_in(&c, "patterns", 3);
+    assert_eq!(stored.len(), 30);
+    for (i, (start, frames)) in keyframes.iter().enumerate() {
+        let mut best = vec![0f64; labels.len()];
+        for frame in frames {
+            let logits: Vec<f64> = labels
+                .iter()
+                .map(|(_, l)| 100.0 * crate::common::cosine(frame, l))
+                .collect();
+            let top = logits.iter().cloned().fold(f64::MIN, f64::max);
+            let sum: f64 = logits.iter().map(|x| (x - top).exp()).sum();
+            for (b, x) in best.iter_mut().zip(&logits) {
+                *b = b.max((x - top).exp() / sum);
+            }
+        }
+        let mut expected: Vec<(&str, f64)> = labels
+            .iter()
+            .zip(&best)
+            .map(|((t, _), p)| (t.as_str(), *p))
+            .collect();
+        expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // Several labels can each have a keyframe they win outright (probability ~1), so
+        // near-ties may come in either order: each rank's probability is the expected one,
+        // and each stored label has the probability expected for it.
+        for (rank, (_, p)) in expected.iter().take(3).enumerate() {
+            let (s_start, s_label, s_p) = &stored[i * 3 + rank];
+            assert_eq!(s_start, start);
+            assert!(
+                (s_p - p).abs() < 1e-4,
+                "window {start} rank {}: {s_p} vs {p} ({expected:?})",
+                rank + 1
+            );
+            let own = expected.iter().find(|(l, _)| l == s_label).unwrap().1;
+            assert!(
+                (s_p - own).abs() < 1e-4,
+                "window {start} {s_label}: {s_p} vs {own}"
+            );
+        }
+    }
+    // Retention takes a window's keyframes with it.
+    drop(c);
+    let c = db(&home);
+    c.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM segments WHERE start_ms < 5000;")
+        .unwrap();
+    let left: i64 = c
+        .query_row(
+            "SELECT count(DISTINCT segment_id) FROM keyframe_embeddings",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 5);
+}
+
+#[test]
 fn sighup_backfills_and_a_kill_half_way_is_finished_once() {
     let home = Home::new(&labels_without("checkerboard"));
     tag_without_checkerboard(&home);

@@ -312,6 +312,8 @@ fn max_mode_keeps_each_labels_best_frame() {
         );
     }
     assert_eq!(segment.clip_calls, 3);
-    // Labels were scored per keyframe; the stored embedding is still the mean.
+    // Labels were scored per keyframe; the stored embedding is still the mean, and the
+    // keyframes' own are kept for a backfill.
     assert_eq!(segment.embedding_kind, EmbeddingKind::Mean);
+    assert_eq!(segment.keyframe_embeddings, per_frame);
 }

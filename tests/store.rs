@@ -59,6 +59,7 @@ fn seg(source: &str, start_ms: i64, matches: &[(&str, u32, f32)]) -> NewSegment 
         clip_calls: 2,
         embedding: emb(start_ms as f32),
         embedding_kind: EmbeddingKind::Mean,
+        keyframe_embeddings: Vec::new(),
         matches: matches
             .iter()
             .map(|&(label, rank, probability)| NewMatch {

@@ -12,8 +12,9 @@
 //!   label set", so a backfill killed half-way goes on where it stopped when the daemon
 //!   starts (a start with a changed labels file backfills too), and a window already moved
 //!   is not read again.
-//! - Windows are scored from the embedding they store. Under `aggregate = "max"` that is
-//!   the mean of the keyframes, not the per-keyframe maximum the tagger used.
+//! - **Scored the way they were tagged**: a window tagged under `aggregate = "max"` keeps
+//!   its keyframes' embeddings and each label gets its best keyframe, as the tagger gave
+//!   it; any other window is scored from the embedding it stores.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -66,20 +67,24 @@ pub fn backfill(
             continue;
         }
         let chunk = store.windows_to_rescore(model_id, &label_set, after, CHUNK)?;
-        let Some(&(last, _)) = chunk.last() else {
+        let (Some(&(first, _)), Some(&(last, _))) = (chunk.first(), chunk.last()) else {
             break;
         };
+        let mut keyframes = store.keyframe_embeddings_between(first, last)?;
         after = last;
         done += chunk.len() as u64;
         let windows = chunk
             .into_iter()
-            .map(|(segment_id, embedding)| Rescored {
-                segment_id,
-                matches: stored_matches(
-                    labels.score(&embedding),
-                    classify.top_k,
-                    classify.min_probability,
-                ),
+            .map(|(segment_id, embedding)| {
+                // Scored the way it was tagged: per keyframe where they were kept (max).
+                let scores = match keyframes.remove(&segment_id) {
+                    Some(frames) => labels.score_max(&frames),
+                    None => labels.score(&embedding),
+                };
+                Rescored {
+                    segment_id,
+                    matches: stored_matches(scores, classify.top_k, classify.min_probability),
+                }
             })
             .collect();
         writer.rescore(model_id, &label_set, windows)?;

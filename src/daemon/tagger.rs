@@ -265,6 +265,11 @@ impl<E: ImageEmbedder> Tagger<E> {
             clip_calls,
             embedding: reference.embedding.clone(),
             embedding_kind,
+            // Under max the labels were scored per keyframe; a backfill needs the same.
+            keyframe_embeddings: match self.aggregate {
+                Aggregation::Max => reference.frame_embeddings.clone(),
+                Aggregation::Mean | Aggregation::Grid => Vec::new(),
+            },
             matches,
             label_set: Some(self.label_set.clone()),
         })

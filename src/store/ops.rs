@@ -234,6 +234,19 @@ fn validate_segment(path: &Path, s: &NewSegment, dim: usize) -> Result<(), Store
         s.embedding.len(),
         dim,
     )?;
+    for (i, e) in s.keyframe_embeddings.iter().enumerate() {
+        check_dim(
+            path,
+            || {
+                format!(
+                    "segment {}@{}ms keyframe {i} embedding",
+                    s.source, s.start_ms
+                )
+            },
+            e.len(),
+            dim,
+        )?;
+    }
     let mut ranks: Vec<u32> = s.matches.iter().map(|m| m.rank).collect();
     ranks.sort_unstable();
     if ranks.windows(2).any(|w| w[0] == w[1]) || ranks.first() == Some(&0) {
@@ -335,8 +348,26 @@ fn write_segment(conn: &Connection, path: &Path, s: &NewSegment) -> Result<i64, 
         .map_err(err)?;
 
     replace_matches(conn, segment_id, &s.matches, &label_ids).map_err(err)?;
+    replace_keyframe_embeddings(conn, segment_id, &s.keyframe_embeddings).map_err(err)?;
     set_scored_by(conn, segment_id, s.label_set.as_deref()).map_err(err)?;
     Ok(segment_id)
+}
+
+/// A window's keyframe embeddings, replacing a re-run's (none under mean or grid).
+fn replace_keyframe_embeddings(
+    conn: &Connection,
+    segment_id: i64,
+    embeddings: &[Vec<f32>],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM keyframe_embeddings WHERE segment_id = ?1")?
+        .execute([segment_id])?;
+    let mut st = conn.prepare_cached(
+        "INSERT INTO keyframe_embeddings (segment_id, keyframe, embedding) VALUES (?1, ?2, ?3)",
+    )?;
+    for (i, e) in embeddings.iter().enumerate() {
+        st.execute(params![segment_id, i as i64, f32s_to_blob(e)])?;
+    }
+    Ok(())
 }
 
 /// Records which label set scored a window's matches (none: not known).

@@ -97,6 +97,9 @@ pub struct NewSegment {
     pub clip_calls: u32,
     pub embedding: Vec<f32>,
     pub embedding_kind: EmbeddingKind,
+    /// Each keyframe's embedding, kept where labels were scored per keyframe
+    /// (`aggregate = "max"`) so a backfill can score the same way; empty otherwise.
+    pub keyframe_embeddings: Vec<Vec<f32>>,
     pub matches: Vec<NewMatch>,
     /// The fingerprint of the label set that scored `matches` (`None`: not known).
     pub label_set: Option<String>,

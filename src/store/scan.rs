@@ -117,6 +117,37 @@ impl Store {
         Ok(out)
     }
 
+    /// The keyframe embeddings stored for the windows with ids in `first..=last` (windows
+    /// tagged under `aggregate = "max"`), by window, in keyframe order.
+    pub fn keyframe_embeddings_between(
+        &self,
+        first: i64,
+        last: i64,
+    ) -> Result<std::collections::HashMap<i64, Vec<Vec<f32>>>, StoreError> {
+        let err = |e| StoreError::sqlite(self.path(), "reading keyframe embeddings", e);
+        let mut st = self
+            .conn()
+            .prepare_cached(
+                "SELECT segment_id, embedding FROM keyframe_embeddings \
+                 WHERE segment_id BETWEEN ?1 AND ?2 ORDER BY segment_id, keyframe",
+            )
+            .map_err(err)?;
+        let mut rows = st.query([first, last]).map_err(err)?;
+        let mut out: std::collections::HashMap<i64, Vec<Vec<f32>>> = Default::default();
+        while let Some(row) = rows.next().map_err(err)? {
+            let id: i64 = row.get(0).map_err(err)?;
+            let blob = row.get_ref(1).map_err(err)?.as_blob().map_err(|e| {
+                StoreError::bad_data(self.path(), format!("keyframe of segment {id}: {e}"))
+            })?;
+            out.entry(id)
+                .or_default()
+                .push(blob_to_f32s(blob).map_err(|e| {
+                    StoreError::bad_data(self.path(), format!("keyframe of segment {id}: {e}"))
+                })?);
+        }
+        Ok(out)
+    }
+
     /// How many windows of `model_id` were not scored by the label set `label_set`.
     pub fn windows_not_scored_by(
         &self,

@@ -53,8 +53,8 @@ const MIGRATIONS: &[Migration] = &[
         moves_references: true,
     },
     Migration {
-        name: "0006_embedding_kind",
-        sql: include_str!("migrations/0006_embedding_kind.sql"),
+        name: "0006_window_embeddings",
+        sql: include_str!("migrations/0006_window_embeddings.sql"),
         moves_references: false,
     },
 ];

@@ -1,4 +1,4 @@
--- 0006: what each window's stored embedding is of.
+-- 0006: what each window's stored embedding is of, and its keyframes' under "max".
 --
 -- Search ranks windows by their stored embedding, so it has to be a true CLIP embedding of
 -- the window, and a user looking at a hit should know which kind it is:
@@ -15,3 +15,15 @@
 -- which read all 42 GB of a 10^7-window database; the writer writes only the three
 -- values and readers refuse any other.
 ALTER TABLE segments ADD COLUMN embedding_kind TEXT;
+
+-- Under `aggregate = "max"` a window's labels are scored per keyframe (each label's best
+-- keyframe), which its mean embedding cannot reproduce: the keyframes' own embeddings are
+-- kept here, so a backfill scores a new label set the way the window was tagged. Only
+-- windows tagged under "max" have rows (k × 2 KB for ViT-B/32; a reused window repeats
+-- its reference's), and they go with their window.
+CREATE TABLE keyframe_embeddings (
+    segment_id INTEGER NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
+    keyframe   INTEGER NOT NULL,
+    embedding  BLOB NOT NULL,
+    PRIMARY KEY (segment_id, keyframe)
+);
