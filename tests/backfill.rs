@@ -106,12 +106,13 @@ fn checkerboard_windows(tops: &[(i64, String)]) -> Vec<&str> {
         .collect()
 }
 
-/// Tags the clip with every label but checkerboard into tags.db, then deletes the clip.
-fn tag_without_checkerboard(home: &Home) -> PathBuf {
+/// Tags the clip with every label but checkerboard into tags.db (`settings`: more of the
+/// config, before the source), then deletes the clip.
+fn tag_without_checkerboard(home: &Home, settings: &str) -> PathBuf {
     let clip = render_patterns(home, &LAYOUT);
     let config = config(
         home,
-        &format!("[[source]]\nname = \"patterns\"\nuri = {clip:?}\n"),
+        &format!("{settings}[[source]]\nname = \"patterns\"\nuri = {clip:?}\n"),
     );
     let o = home.cliptag(&["run", "--config", config.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -128,13 +129,9 @@ fn tag_without_checkerboard(home: &Home) -> PathBuf {
     config
 }
 
-#[test]
-fn labels_backfill_scores_the_past_without_the_video() {
-    let home = Home::new(&labels_without("checkerboard"));
-    let config = tag_without_checkerboard(&home);
-    let before = label_sets(&home);
-    assert_eq!(before.len(), 1);
-
+/// All labels back in the labels file, then `cliptag labels backfill` on the stopped
+/// daemon's database: it rescores all ten windows.
+fn backfill_offline(home: &Home, config: &std::path::Path) {
     std::fs::write(home.path("labels.txt"), labels_without("")).unwrap();
     let o = home.cliptag(&["labels", "backfill", "--config", config.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -143,10 +140,10 @@ fn labels_backfill_scores_the_past_without_the_video() {
         "{}",
         text(&o.stdout)
     );
-    // Every window's matches are what CLIP's zero-shot rule gives for its stored
-    // embedding and the active labels' embeddings — softmax(100 · cosine), best three —
-    // computed here, not by cliptag.
-    let c = db(&home);
+}
+
+/// The active labels' texts and embeddings.
+fn active_labels(c: &rusqlite::Connection) -> Vec<(String, Vec<f32>)> {
     let labels: Vec<(String, Vec<f32>)> = c
         .prepare("SELECT text, embedding FROM labels WHERE active = 1")
         .unwrap()
@@ -155,6 +152,33 @@ fn labels_backfill_scores_the_past_without_the_video() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(labels.len(), 8);
+    labels
+}
+
+/// CLIP's zero-shot rule, computed here rather than by cliptag: softmax(100 · cosine) of
+/// `embedding` against each label, in the labels' order.
+fn zero_shot(embedding: &[f32], labels: &[(String, Vec<f32>)]) -> Vec<f64> {
+    let logits: Vec<f64> = labels
+        .iter()
+        .map(|(_, l)| 100.0 * crate::common::cosine(embedding, l))
+        .collect();
+    let top = logits.iter().cloned().fold(f64::MIN, f64::max);
+    let sum: f64 = logits.iter().map(|x| (x - top).exp()).sum();
+    logits.iter().map(|x| (x - top).exp() / sum).collect()
+}
+
+#[test]
+fn labels_backfill_scores_the_past_without_the_video() {
+    let home = Home::new(&labels_without("checkerboard"));
+    let config = tag_without_checkerboard(&home, "");
+    let before = label_sets(&home);
+    assert_eq!(before.len(), 1);
+
+    backfill_offline(&home, &config);
+    // Every window's matches are what CLIP's zero-shot rule gives for its stored
+    // embedding and the active labels' embeddings, best three.
+    let c = db(&home);
+    let labels = active_labels(&c);
     let windows: Vec<(i64, Vec<f32>)> = c
         .prepare("SELECT start_ms, embedding FROM segments ORDER BY start_ms")
         .unwrap()
@@ -166,16 +190,10 @@ fn labels_backfill_scores_the_past_without_the_video() {
     assert_eq!(windows.len(), 10);
     assert_eq!(stored.len(), 30);
     for (i, (start, embedding)) in windows.iter().enumerate() {
-        let logits: Vec<f64> = labels
-            .iter()
-            .map(|(_, l)| 100.0 * crate::common::cosine(embedding, l))
-            .collect();
-        let top = logits.iter().cloned().fold(f64::MIN, f64::max);
-        let sum: f64 = logits.iter().map(|x| (x - top).exp()).sum();
         let mut expected: Vec<(&str, f64)> = labels
             .iter()
-            .zip(&logits)
-            .map(|((t, _), x)| (t.as_str(), (x - top).exp() / sum))
+            .zip(zero_shot(embedding, &labels))
+            .map(|((t, _), p)| (t.as_str(), p))
             .collect();
         expected.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (rank, (label, p)) in expected.iter().take(3).enumerate() {
@@ -221,36 +239,13 @@ fn labels_backfill_scores_the_past_without_the_video() {
 #[test]
 fn under_max_a_backfill_scores_each_keyframe_as_the_tagger_did() {
     let home = Home::new(&labels_without("checkerboard"));
-    let clip = render_patterns(&home, &LAYOUT);
-    let config = config(
-        &home,
-        &format!(
-            "[keyframes]\naggregate = \"max\"\n[[source]]\nname = \"patterns\"\nuri = {clip:?}\n"
-        ),
-    );
-    let o = home.cliptag(&["run", "--config", config.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    std::fs::remove_file(&clip).unwrap();
-    std::fs::write(home.path("labels.txt"), labels_without("")).unwrap();
-    let o = home.cliptag(&["labels", "backfill", "--config", config.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stdout).contains("rescored 10 window(s)"),
-        "{}",
-        text(&o.stdout)
-    );
+    let config = tag_without_checkerboard(&home, "[keyframes]\naggregate = \"max\"\n");
+    backfill_offline(&home, &config);
 
     // Expected, computed here: per keyframe, softmax(100 · cosine) over the active labels;
     // per label, its best keyframe's probability; the best three labels.
     let c = db(&home);
-    let labels: Vec<(String, Vec<f32>)> = c
-        .prepare("SELECT text, embedding FROM labels WHERE active = 1")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, floats(&r.get::<_, Vec<u8>>(1)?))))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(labels.len(), 8);
+    let labels = active_labels(&c);
     let mut keyframes: std::collections::BTreeMap<i64, Vec<Vec<f32>>> = Default::default();
     c.prepare(
         "SELECT s.start_ms, k.embedding FROM keyframe_embeddings k \
@@ -280,14 +275,8 @@ fn under_max_a_backfill_scores_each_keyframe_as_the_tagger_did() {
     for (i, (start, frames)) in keyframes.iter().enumerate() {
         let mut best = vec![0f64; labels.len()];
         for frame in frames {
-            let logits: Vec<f64> = labels
-                .iter()
-                .map(|(_, l)| 100.0 * crate::common::cosine(frame, l))
-                .collect();
-            let top = logits.iter().cloned().fold(f64::MIN, f64::max);
-            let sum: f64 = logits.iter().map(|x| (x - top).exp()).sum();
-            for (b, x) in best.iter_mut().zip(&logits) {
-                *b = b.max((x - top).exp() / sum);
+            for (b, p) in best.iter_mut().zip(zero_shot(frame, &labels)) {
+                *b = b.max(p);
             }
         }
         let mut expected: Vec<(&str, f64)> = labels
@@ -332,7 +321,7 @@ fn under_max_a_backfill_scores_each_keyframe_as_the_tagger_did() {
 #[test]
 fn sighup_backfills_and_a_kill_half_way_is_finished_once() {
     let home = Home::new(&labels_without("checkerboard"));
-    tag_without_checkerboard(&home);
+    tag_without_checkerboard(&home, "");
     // Many more windows like these, so a backfill takes long enough to be killed: the
     // tagged windows copied to other positions (their embeddings real, not made up).
     let copies = 20_000;

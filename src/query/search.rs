@@ -30,7 +30,7 @@ use crate::classify::{mean_embedding, prompts_for};
 use crate::clip::{dot, l2_normalized, ClipModel};
 use crate::embed::{embed_media, EmbedError};
 use crate::ingest::Sampling;
-use crate::store::{codes, SegmentRow, Store, StoreError, WindowFilter};
+use crate::store::{nearest, SegmentRow, Store, StoreError, WindowFilter};
 use crate::times::Zone;
 
 use super::filters::WindowArgs;
@@ -170,7 +170,7 @@ pub fn window_query(store: &Store, id: i64) -> Result<(String, Vec<f32>), Search
     Ok((window.model_id, l2_normalized(window.embedding)))
 }
 
-/// How many windows the index's two steps keep, of `records` (see `store::codes::rank`),
+/// How many windows the index's two steps keep, of `records` (see `store::nearest::rank`),
 /// for an answer of `limit`: Hamming distance keeps a shortlist of [`SHORTLIST_MIN`] or a
 /// [`SHORTLIST_SHARE`]th of the records, if more; the centred query against their bits
 /// keeps the candidates that are rescored exactly: [`CANDIDATES_MIN`], or a
@@ -181,9 +181,9 @@ pub fn window_query(store: &Store, id: i64) -> Result<(String, Vec<f32>), Search
 /// scenes, so 10⁴ near-duplicates per scene at 10⁷ windows), recall@10 against the exact
 /// scan: the shortlist never limited it (10⁷: 20 000, 50 000 and 200 000 gave the same);
 /// the candidates did — see the README's table.
-fn counts(records: usize, limit: usize) -> codes::Counts {
+fn counts(records: usize, limit: usize) -> nearest::Counts {
     let from_env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
-    codes::Counts {
+    nearest::Counts {
         shortlist: from_env("CLIPTAG_SEARCH_SHORTLIST")
             .unwrap_or(SHORTLIST_MIN.max(records / SHORTLIST_SHARE)),
         keep: from_env("CLIPTAG_SEARCH_CANDIDATES")
@@ -249,7 +249,7 @@ pub fn search(
     let keep = |id: i64| allowed.as_ref().is_none_or(|a| a.contains(&id));
     let index = (!exact)
         .then(|| {
-            codes::rank(
+            nearest::rank(
                 store.path(),
                 model_id,
                 query,

@@ -40,6 +40,7 @@ pub mod codes;
 mod error;
 mod filter;
 mod indexer;
+pub mod nearest;
 mod ops;
 mod read;
 mod records;
