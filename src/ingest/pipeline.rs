@@ -20,9 +20,60 @@ use super::source::FrameSource;
 use super::uri::{to_uri, Location};
 use crate::clock::monotonic_ms;
 
-/// GStreamer, once per process (later calls are free).
+/// GStreamer, and what must not be first done by several source threads at once.
+///
+/// GLib 2.74 (Debian 12) can deadlock when two threads register GIO's socket types at the
+/// same time: one inside `g_type_class_ref` (rtspsrc making a connection) waits on the
+/// once-guard of `g_socket_address_get_type`, whose holder (souphttpsrc's plugin loading)
+/// waits on the type lock the first one holds. Seen as a daemon whose every source sat in
+/// "connecting" forever (gdb: tests/faults.rs, about one start in ten under load). So the
+/// types are registered here, on one thread, and the source plugins loaded, before any
+/// source starts.
+///
+/// Once per process: every later call (each pipeline's) waits for the first and is then
+/// free, so even threads that open pipelines without calling this first are serialised
+/// through it.
 pub fn init() -> Result<(), IngestError> {
-    gstreamer::init().map_err(|e| IngestError::Init(e.to_string()))
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            gstreamer::init().map_err(|e| e.to_string())?;
+            register_shared_types();
+            Ok(())
+        })
+        .clone()
+        .map_err(IngestError::Init)
+}
+
+/// See [`init`].
+fn register_shared_types() {
+    use gio::prelude::StaticType;
+    for ty in [
+        gio::SocketAddress::static_type(),
+        gio::InetSocketAddress::static_type(),
+        gio::InetAddress::static_type(),
+        gio::NetworkAddress::static_type(),
+        gio::Socket::static_type(),
+        gio::SocketClient::static_type(),
+        gio::SocketConnection::static_type(),
+        gio::TcpConnection::static_type(),
+        gio::Cancellable::static_type(),
+    ] {
+        // Registering is the point; a class reference also runs the class initialisers.
+        drop(gst::glib::Class::<gst::glib::Object>::from_type(ty));
+    }
+    for element in [
+        "uridecodebin",
+        "rtspsrc",
+        "souphttpsrc",
+        "filesrc",
+        "decodebin",
+    ] {
+        if let Some(factory) = gst::ElementFactory::find(element) {
+            // A missing plugin is reported where a source needs it, with its name.
+            let _ = factory.load();
+        }
+    }
 }
 
 /// How a pipeline should treat its stream.
