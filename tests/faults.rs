@@ -273,10 +273,20 @@ fn failures_name_their_cause() {
         .collect();
     let config = home.config(&sources(&bodies));
     let mut daemon = Daemon::start(&config, &[]);
-    wait_until(Duration::from_secs(60), "every source retried", || {
-        let s = home.states();
-        s.len() == expected.len() && s.iter().all(|s| s["retries"].as_u64() >= Some(1))
-    });
+    // Polled here rather than with wait_until, so a timeout shows which source lagged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut states = home.states();
+    while !(states.len() == expected.len()
+        && states.iter().all(|s| s["retries"].as_u64() >= Some(1)))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every source retried within 60 s: {states:#?}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        states = home.states();
+    }
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(20)).unwrap().success());
     let log = daemon.log();

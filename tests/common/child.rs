@@ -113,12 +113,36 @@ pub fn rtsp_server_exe() -> PathBuf {
     exe
 }
 
-pub fn rtsp_server(port: u16) -> Child {
+/// A running RTSP test server, killed when dropped: a test that panics must not leave it
+/// running, holding the test runner's output pipe open (a CI run then waits for it forever).
+pub struct RtspServer(Child);
+
+impl std::ops::Deref for RtspServer {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RtspServer {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn rtsp_server(port: u16) -> RtspServer {
     rtsp_server_with(port, &[])
 }
 
 /// [`rtsp_server`] with more arguments (`--credentials USER:PASS`).
-pub fn rtsp_server_with(port: u16, extra: &[&str]) -> Child {
+pub fn rtsp_server_with(port: u16, extra: &[&str]) -> RtspServer {
     let exe = rtsp_server_exe();
     let mut child = std::process::Command::new(exe)
         .args([
@@ -136,8 +160,9 @@ pub fn rtsp_server_with(port: u16, extra: &[&str]) -> Child {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let server = RtspServer(child);
     assert!(line.starts_with("READY "), "rtsp_test_server said {line:?}");
-    child
+    server
 }
 
 pub fn free_port() -> u16 {
