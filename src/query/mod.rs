@@ -11,6 +11,7 @@
 //! - [`occurrences`] merges back-to-back windows into first seen / last seen.
 
 pub mod filters;
+pub mod id_set;
 pub mod occurrences;
 pub mod search;
 

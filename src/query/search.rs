@@ -24,7 +24,7 @@
 //!   product of unit vectors) and filters are applied in SQL before a vector is read.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::BinaryHeap;
 
 use crate::classify::{mean_embedding, prompts_for};
 use crate::clip::{dot, l2_normalized, ClipModel};
@@ -34,6 +34,7 @@ use crate::store::{nearest, SegmentRow, Store, StoreError, WindowFilter};
 use crate::times::Zone;
 
 use super::filters::WindowArgs;
+use super::id_set::IdSet;
 
 /// What to look for.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,11 +243,11 @@ pub fn search(
             best.offer(id, dot(query, embedding));
         }
     };
-    let allowed: Option<HashSet<i64>> = (!exact && !filter.picks_everything())
+    let allowed: Option<IdSet> = (!exact && !filter.picks_everything())
         .then(|| store.window_ids(model_id, filter))
         .transpose()?
-        .map(|ids| ids.into_iter().collect());
-    let keep = |id: i64| allowed.as_ref().is_none_or(|a| a.contains(&id));
+        .map(|ids| IdSet::new(&ids));
+    let keep = |id: i64| allowed.as_ref().is_none_or(|a| a.contains(id));
     let index = (!exact)
         .then(|| {
             nearest::rank(
